@@ -1,0 +1,75 @@
+import express, { type Express, type Request, type Response, type NextFunction, type Router } from "express";
+import compression from "compression";
+import type { Config } from "./config.js";
+import type { Logger } from "./ops/logger.js";
+import type { Metrics } from "./ops/metrics.js";
+import type { Lifecycle } from "./ops/lifecycle.js";
+import type { StaticHandlers } from "./static.js";
+import { installObserve } from "./http/middleware/observe.js";
+import { securityHeaders, corsFor, apiRateLimit, requireJsonBody, noStore } from "./http/middleware/security.js";
+import { AppError, coerceError, notFound } from "./http/errors.js";
+import { createMetaRouter } from "./http/routes/meta.js";
+
+export interface AppDeps {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  lifecycle: Lifecycle;
+  /** Static bundle (production) or Vite (dev); absent in API-only tests. */
+  staticHandlers?: StaticHandlers;
+  /** Routers mounted under /api, after the built-in ones. */
+  apiRouters?: Router[];
+}
+
+/**
+ * The Express application: middleware, routers, 404 and errors. Never
+ * listens; the composition root hands it to the http server.
+ */
+export function createApp(deps: AppDeps): Express {
+  const { config, log, metrics } = deps;
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("trust proxy", config.server.trustProxy);
+  app.set("etag", false);
+
+  app.use(installObserve(app, log, metrics));
+  app.use(securityHeaders(config));
+  if (deps.staticHandlers) app.use(deps.staticHandlers.files);
+
+  const api = express.Router();
+  api.use(noStore);
+  api.use(corsFor(config));
+  api.use(apiRateLimit(config));
+  api.use(requireJsonBody);
+  api.use(express.json({ limit: config.server.bodyLimitBytes, strict: true }));
+  api.use(
+    compression({
+      threshold: 1024,
+      filter: (req, res) => req.headers["x-no-compression"] === undefined && compression.filter(req, res),
+    }),
+  );
+  api.use(createMetaRouter(deps));
+  for (const r of deps.apiRouters ?? []) api.use(r);
+  api.use((req: Request) => {
+    throw notFound(`No API route for ${req.method} ${req.path}`);
+  });
+  app.use("/api", api);
+
+  if (deps.staticHandlers) app.use(deps.staticHandlers.spaFallback);
+  app.use((req: Request) => {
+    throw notFound(`Nothing at ${req.method} ${req.path}`);
+  });
+
+  // One error middleware: every error leaves as {error:{code,message}}.
+  app.use((raw: unknown, req: Request, res: Response, next: NextFunction) => {
+    const err = coerceError(raw);
+    if (err.status >= 500) req.log.error({ err: raw, code: err.code }, "request failed");
+    else req.log.debug({ code: err.code, status: err.status }, "request rejected");
+    if (res.headersSent) return next(raw);
+    if (err.headers) res.set(err.headers);
+    res.status(err.status).json(err.toBody());
+  });
+  return app;
+}
+
+export { AppError };

@@ -1,0 +1,200 @@
+/**
+ * Everything after the port is open: metrics, the app, then the database
+ * (embedded when no DATABASE_URL), migrations and the database monitor.
+ * Loaded lazily by index.ts. A step that fails for a reason outside the process
+ * is retried with backoff while /ready and /health say why.
+ */
+import path from "node:path";
+import { existsSync } from "node:fs";
+import type { Server, IncomingMessage, ServerResponse } from "node:http";
+import type { Config } from "./config.js";
+import type { Logger } from "./ops/logger.js";
+import type { Lifecycle } from "./ops/lifecycle.js";
+import type { Releasers } from "./ops/releasers.js";
+import { sleep } from "./ops/releasers.js";
+import { createMetrics, type Metrics } from "./ops/metrics.js";
+import { createProbeHandler, type HealthCheck } from "./ops/health.js";
+import { createApp } from "./app.js";
+import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
+import { createPool, type Pool } from "./db/pool.js";
+import { runMigrations, pendingMigrations } from "./db/migrate.js";
+import { startEmbeddedPostgres } from "./db/embedded.js";
+import { createServer as createHttpServer } from "node:http";
+
+export interface BootDeps {
+  config: Config;
+  log: Logger;
+  lifecycle: Lifecycle;
+  releasers: Releasers;
+  server: Server;
+  rootDir: string;
+  addCheck(check: HealthCheck): void;
+  setMetrics(metrics: Metrics): void;
+  setApp(handler: (req: IncomingMessage, res: ServerResponse) => void): void;
+}
+
+/** Retries `fn` with capped exponential backoff until it succeeds or shutdown starts. */
+async function retry<T>(
+  what: string,
+  fn: () => Promise<T>,
+  deps: { log: Logger; lifecycle: Lifecycle; component: string },
+): Promise<T | undefined> {
+  let delay = 250;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (deps.lifecycle.shutdownSignal.aborted) return undefined;
+      const message = err instanceof Error ? err.message : String(err);
+      deps.lifecycle.setComponent(deps.component, false, `${what}: ${message}`);
+      deps.log.warn({ err, attempt, retryInMs: delay }, `${what} failed; retrying`);
+      await sleep(delay, deps.lifecycle.shutdownSignal);
+      if (deps.lifecycle.shutdownSignal.aborted) return undefined;
+      delay = Math.min(delay * 2, 5000);
+    }
+  }
+}
+
+/** Keeps the `database` component current: one cheap query a second. */
+function monitorDatabase(pool: Pool, deps: { lifecycle: Lifecycle; log: Logger; metrics: Metrics; intervalMs: number }) {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const tick = async () => {
+    try {
+      await Promise.race([
+        pool.query("select 1"),
+        sleep(2000).then(() => {
+          throw new Error("no answer within 2 s");
+        }),
+      ]);
+      if (!deps.lifecycle.components().database?.ok) deps.log.warn("database reachable again");
+      deps.lifecycle.setComponent("database", true);
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (deps.lifecycle.components().database?.ok) deps.log.error({ err }, "database unreachable");
+      deps.lifecycle.setComponent("database", false, `database unreachable: ${message}`);
+      deps.metrics.backgroundErrors.inc({ loop: "database-monitor" });
+    } finally {
+      if (!stopped) timer = setTimeout(() => void tick(), deps.intervalMs);
+    }
+  };
+  timer = setTimeout(() => void tick(), deps.intervalMs);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+export async function boot(deps: BootDeps): Promise<void> {
+  const { config, log, lifecycle, releasers, server, rootDir } = deps;
+  const metrics = createMetrics();
+  deps.setMetrics(metrics);
+  lifecycle.require("database", "database: connecting");
+  lifecycle.require("migrations", "migrations: not yet checked");
+
+  // Static bundle: production serves dist/public; dev runs Vite's middleware.
+  let staticHandlers: StaticHandlers | undefined;
+  if (config.env === "development") {
+    staticHandlers = await createDevHandlers(rootDir, server);
+    const close = staticHandlers.close;
+    if (close) releasers.add("vite", close);
+  } else {
+    const publicDir = path.join(rootDir, "dist", "public");
+    if (existsSync(path.join(publicDir, "index.html"))) {
+      staticHandlers = await createStaticHandlers(publicDir, config.features.cacheTtlSeconds);
+    } else {
+      log.warn({ publicDir }, "no client bundle found; run npm run build");
+    }
+  }
+
+  if (config.monitoring.metricsEnabled && config.monitoring.metricsPort > 0) {
+    const probe = createProbeHandler({
+      lifecycle,
+      metrics: () => metrics,
+      version: config.version,
+      checks: () => [],
+      metricsRoute: { enabled: true, token: config.monitoring.metricsToken },
+    });
+    const metricsServer = createHttpServer((req, res) => {
+      if (req.url?.split("?")[0] === "/metrics" && probe(req, res)) return;
+      res.writeHead(404, { "content-type": "application/json" }).end('{"error":{"code":"not_found","message":"Only /metrics is served here"}}');
+    });
+    metricsServer.on("error", (err) => log.error({ err }, "metrics listener failed"));
+    metricsServer.listen(config.monitoring.metricsPort, config.server.host);
+    releasers.add("metrics listener", () => new Promise<void>((r) => metricsServer.close(() => r())));
+  }
+
+  const app = createApp({ config, log, metrics, lifecycle, ...(staticHandlers ? { staticHandlers } : {}) });
+  deps.setApp(app as unknown as (req: IncomingMessage, res: ServerResponse) => void);
+
+  // Database: embedded when no DATABASE_URL (config refuses that in a Replit deployment).
+  let url = config.database.url;
+  if (!url) {
+    const embedded = await retry(
+      "embedded PostgreSQL start",
+      () =>
+        startEmbeddedPostgres({
+          dataDir: config.database.embeddedDir ?? path.join(rootDir, ".data", "postgres"),
+          port: config.database.embeddedPort,
+          log,
+        }),
+      { log, lifecycle, component: "database" },
+    );
+    if (!embedded) return;
+    releasers.add("embedded postgres", () => embedded.stop());
+    url = embedded.url;
+  }
+
+  const pool = createPool(config.database, url, log);
+  releasers.add("database pool", () => pool.end());
+  deps.addCheck({
+    name: "database",
+    required: true,
+    async run() {
+      const started = performance.now();
+      await pool.query("select 1");
+      return { status: "up", latencyMs: Math.round((performance.now() - started) * 10) / 10, totalConnections: pool.totalCount, idleConnections: pool.idleCount, waiting: pool.waitingCount };
+    },
+  });
+
+  const ok = await retry("database connection", () => pool.query("select 1"), { log, lifecycle, component: "database" });
+  if (!ok) return;
+  lifecycle.setComponent("database", true);
+  const stopMonitor = monitorDatabase(pool, { lifecycle, log, metrics, intervalMs: 1000 });
+  releasers.add("database monitor", stopMonitor);
+
+  const migrationsDir = path.join(rootDir, "migrations");
+  if (config.database.migrateOnStart) {
+    const done = await retry("migrations", () => runMigrations(pool, migrationsDir, log).then(() => true), {
+      log,
+      lifecycle,
+      component: "migrations",
+    });
+    if (!done) return;
+  } else {
+    const checked = await retry(
+      "migration check",
+      async () => {
+        const pending = await pendingMigrations(pool, migrationsDir);
+        if (pending) throw new Error(pending);
+        return true;
+      },
+      { log, lifecycle, component: "migrations" },
+    );
+    if (!checked) return;
+  }
+  lifecycle.setComponent("migrations", true);
+  deps.addCheck({
+    name: "migrations",
+    required: true,
+    run: async () => {
+      const s = lifecycle.components().migrations;
+      return s?.ok ? { status: "up" } : { status: "down", error: s?.error ?? "not applied" };
+    },
+  });
+
+  if (lifecycle.phase === "starting") {
+    lifecycle.setPhase("ready");
+    log.info({ uptimeMs: Math.round(process.uptime() * 1000) }, "ready");
+  }
+}

@@ -1,0 +1,58 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { drizzle } from "drizzle-orm/node-postgres";
+import { migrate } from "drizzle-orm/node-postgres/migrator";
+import type { Pool } from "./pool.js";
+import type { Logger } from "../ops/logger.js";
+
+/** pg_advisory_lock key shared by every instance that migrates ("esa-migr"). */
+const MIGRATION_LOCK_KEY = 0x6573616d;
+
+interface Journal {
+  entries: { idx: number; when: number; tag: string }[];
+}
+
+async function readJournal(folder: string): Promise<Journal> {
+  return JSON.parse(await readFile(path.join(folder, "meta", "_journal.json"), "utf8")) as Journal;
+}
+
+/**
+ * Applies pending migrations under an advisory lock, so instances starting
+ * together migrate once and the rest wait, then find nothing to do.
+ */
+export async function runMigrations(pool: Pool, folder: string, log: Logger): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("set statement_timeout = 0");
+    await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+    try {
+      const started = Date.now();
+      await migrate(drizzle(client), { migrationsFolder: folder });
+      log.info({ ms: Date.now() - started }, "migrations applied");
+    } finally {
+      await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]);
+    }
+    client.release();
+  } catch (err) {
+    client.release(true);
+    throw err;
+  }
+}
+
+/**
+ * Null when every migration in the folder has been applied, else why not.
+ * Used for /ready when MIGRATE_ON_START=false.
+ */
+export async function pendingMigrations(pool: Pool, folder: string): Promise<string | null> {
+  const journal = await readJournal(folder);
+  const last = journal.entries.at(-1);
+  if (!last) return null;
+  const exists = await pool.query<{ t: string | null }>("select to_regclass('drizzle.__drizzle_migrations') as t");
+  if (!exists.rows[0]?.t) return `migrations pending: ${journal.entries.length} not applied (run npm run db:migrate)`;
+  const r = await pool.query<{ n: string }>(
+    "select count(*) as n from drizzle.__drizzle_migrations where created_at >= $1",
+    [last.when],
+  );
+  if (Number(r.rows[0]?.n ?? 0) === 0) return `migrations pending: latest is ${last.tag} (run npm run db:migrate)`;
+  return null;
+}

@@ -1,0 +1,141 @@
+/**
+ * The database tables (Drizzle). drizzle-kit generates `migrations/` from this
+ * file; a landed migration is never edited.
+ */
+import { sql } from "drizzle-orm";
+import {
+  pgTable,
+  uuid,
+  text,
+  timestamp,
+  integer,
+  jsonb,
+  bigint,
+  primaryKey,
+  index,
+  uniqueIndex,
+} from "drizzle-orm/pg-core";
+
+const createdAt = () => timestamp("created_at", { withTimezone: true }).notNull().defaultNow();
+
+/** Anonymous identities behind the signed session cookie. */
+export const users = pgTable("users", {
+  id: uuid("id").primaryKey().default(sql`gen_random_uuid()`),
+  createdAt: createdAt(),
+  lastSeenAt: timestamp("last_seen_at", { withTimezone: true }).notNull().defaultNow(),
+});
+
+export const conversations = pgTable(
+  "conversations",
+  {
+    id: uuid("id").primaryKey().default(sql`gen_random_uuid()`),
+    userId: uuid("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    title: text("title").notNull().default("New conversation"),
+    createdAt: createdAt(),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [index("conversations_user_updated_idx").on(t.userId, t.updatedAt.desc(), t.id.desc())],
+);
+
+export const RUN_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export const runs = pgTable(
+  "runs",
+  {
+    id: uuid("id").primaryKey().default(sql`gen_random_uuid()`),
+    userId: uuid("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    conversationId: uuid("conversation_id")
+      .notNull()
+      .references(() => conversations.id, { onDelete: "cascade" }),
+    /** The user message this run answers. */
+    messageId: uuid("message_id").notNull(),
+    /** Requested agent (null: the orchestrator routes). */
+    requestedAgent: text("requested_agent"),
+    agent: text("agent"),
+    routeReason: text("route_reason"),
+    status: text("status", { enum: RUN_STATUSES }).notNull().default("queued"),
+    /** Attempts started, interruptions included. */
+    attempt: integer("attempt").notNull().default(0),
+    /** Attempts that failed (provider errors, timeouts); interruptions do not count. */
+    failures: integer("failures").notNull().default(0),
+    errorCode: text("error_code"),
+    errorMessage: text("error_message"),
+    promptTokens: integer("prompt_tokens"),
+    completionTokens: integer("completion_tokens"),
+    instanceId: text("instance_id"),
+    cancelRequestedAt: timestamp("cancel_requested_at", { withTimezone: true }),
+    createdAt: createdAt(),
+    startedAt: timestamp("started_at", { withTimezone: true }),
+    finishedAt: timestamp("finished_at", { withTimezone: true }),
+    updatedAt: timestamp("updated_at", { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    index("runs_conversation_idx").on(t.conversationId, t.createdAt),
+    index("runs_user_idx").on(t.userId, t.createdAt),
+    index("runs_status_idx").on(t.status, t.createdAt),
+  ],
+);
+
+export const MESSAGE_ROLES = ["user", "assistant"] as const;
+
+export const messages = pgTable(
+  "messages",
+  {
+    id: uuid("id").primaryKey().default(sql`gen_random_uuid()`),
+    conversationId: uuid("conversation_id")
+      .notNull()
+      .references(() => conversations.id, { onDelete: "cascade" }),
+    userId: uuid("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    role: text("role", { enum: MESSAGE_ROLES }).notNull(),
+    content: text("content").notNull(),
+    /** Set on assistant messages: exactly one per run. */
+    runId: uuid("run_id").references(() => runs.id, { onDelete: "cascade" }),
+    agent: text("agent"),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index("messages_conversation_created_idx").on(t.conversationId, t.createdAt, t.id),
+    uniqueIndex("messages_run_id_unique").on(t.runId),
+  ],
+);
+
+/** The durable stream log: every event of every run, in order. */
+export const runEvents = pgTable(
+  "run_events",
+  {
+    runId: uuid("run_id")
+      .notNull()
+      .references(() => runs.id, { onDelete: "cascade" }),
+    seq: integer("seq").notNull(),
+    attempt: integer("attempt").notNull(),
+    type: text("type").notNull(),
+    data: jsonb("data").notNull().default({}),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.runId, t.seq] })],
+);
+
+/** Liveness of every instance; a silent one is recovered by the others. */
+export const instances = pgTable("instances", {
+  id: text("id").primaryKey(),
+  startedAt: timestamp("started_at", { withTimezone: true }).notNull().defaultNow(),
+  heartbeatAt: timestamp("heartbeat_at", { withTimezone: true }).notNull().defaultNow(),
+  version: text("version").notNull(),
+  /** Set when another instance declared it dead and released its jobs. */
+  deadAt: timestamp("dead_at", { withTimezone: true }),
+  pid: bigint("pid", { mode: "number" }),
+});
+
+export type User = typeof users.$inferSelect;
+export type Conversation = typeof conversations.$inferSelect;
+export type Message = typeof messages.$inferSelect;
+export type Run = typeof runs.$inferSelect;
+export type RunEvent = typeof runEvents.$inferSelect;
+export type Instance = typeof instances.$inferSelect;
