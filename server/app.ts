@@ -61,11 +61,21 @@ export function createApp(deps: AppDeps): Express {
   });
 
   // One error middleware: every error leaves as {error:{code,message}}.
-  app.use((raw: unknown, req: Request, res: Response, next: NextFunction) => {
+  const debug = log.isLevelEnabled("debug");
+  app.use((raw: unknown, req: Request, res: Response, _next: NextFunction) => {
     const err = coerceError(raw);
-    if (err.status >= 500) req.log.error({ err: raw, code: err.code }, "request failed");
-    else req.log.debug({ code: err.code, status: err.status }, "request rejected");
-    if (res.headersSent) return next(raw);
+    // A failure is logged once, as an error; a deliberate answer (4xx, or an
+    // exposed 5xx such as not_ready or overloaded) is not: under load or while
+    // starting there may be thousands of those.
+    if (err.status >= 500 && !err.expose) req.log.error({ err: raw, code: err.code }, "request failed");
+    else if (debug) req.log.debug({ code: err.code, status: err.status }, "request rejected");
+    if (res.headersSent) {
+      // Too late for an error body: cut the response so the client sees it is
+      // incomplete. Not next(raw): Express's final handler would log it again
+      // (console.error, outside pino, without the request id) in production.
+      if (!res.writableEnded) res.destroy();
+      return;
+    }
     if (err.headers) res.set(err.headers);
     res.status(err.status).json(err.toBody());
   });

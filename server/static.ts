@@ -64,8 +64,14 @@ async function walk(dir: string, prefix = ""): Promise<string[]> {
   return out;
 }
 
-/** br when accepted, then gzip, else identity; honours q=0. */
-export function pickEncoding(header: string | undefined): "br" | "gzip" | null {
+/**
+ * br when accepted and a copy exists, then gzip likewise, else identity;
+ * honours q=0. `available` defaults to both.
+ */
+export function pickEncoding(
+  header: string | undefined,
+  available: { br: boolean; gzip: boolean } = { br: true, gzip: true },
+): "br" | "gzip" | null {
   if (!header) return null;
   const q = new Map<string, number>();
   for (const part of header.toLowerCase().split(",")) {
@@ -75,9 +81,23 @@ export function pickEncoding(header: string | undefined): "br" | "gzip" | null {
     q.set(name, qp ? Number(qp.slice(2)) || 0 : 1);
   }
   const ok = (e: string) => (q.get(e) ?? q.get("*") ?? 0) > 0;
-  if (ok("br")) return "br";
-  if (ok("gzip")) return "gzip";
+  if (available.br && ok("br")) return "br";
+  if (available.gzip && ok("gzip")) return "gzip";
   return null;
+}
+
+/**
+ * If-None-Match uses the weak comparison (RFC 9110 13.1.2): `W/` is ignored and
+ * the header may list several tags, as proxies that re-encode send them.
+ */
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  if (header === etag) return true;
+  for (const part of header.split(",")) {
+    const tag = part.trim();
+    if (tag === "*" || tag === etag || (tag.startsWith("W/") && tag.slice(2) === etag)) return true;
+  }
+  return false;
 }
 
 /** Builds the production handlers from a built `dist/public`. */
@@ -112,13 +132,13 @@ export async function createStaticHandlers(publicDir: string, cacheTtlSeconds: n
     res.setHeader("etag", entry.etag);
     res.setHeader("content-type", entry.type);
     if (entry.br || entry.gz) res.setHeader("vary", "Accept-Encoding");
-    if (req.headers["if-none-match"] === entry.etag) {
+    if (etagMatches(req.headers["if-none-match"], entry.etag)) {
       res.status(304).end();
       return;
     }
-    const enc = entry.br || entry.gz ? pickEncoding(req.headers["accept-encoding"]) : null;
-    const body = enc === "br" && entry.br ? entry.br : enc && entry.gz ? entry.gz : entry.raw;
-    if (body && body !== entry.raw) res.setHeader("content-encoding", body === entry.br ? "br" : "gzip");
+    const enc = entry.br || entry.gz ? pickEncoding(req.headers["accept-encoding"], { br: !!entry.br, gzip: !!entry.gz }) : null;
+    const body = enc === "br" ? entry.br : enc === "gzip" ? entry.gz : entry.raw;
+    if (enc) res.setHeader("content-encoding", enc);
     res.setHeader("content-length", String(body ? body.length : entry.size));
     if (req.method === "HEAD") {
       res.end();

@@ -18,12 +18,35 @@ declare module "express-serve-static-core" {
 
 const SAFE_ID = /^[\w.:@/+=-]{1,128}$/;
 
+const ROUTE = Symbol("route");
+const TEMPLATE = Symbol("routeTemplate");
+type TracedRequest = Request & { [ROUTE]?: unknown; [TEMPLATE]?: string };
+
 /** The route template a request matched, never the raw URL. */
-function routeLabel(req: Request, res: Response): string {
-  if (res.locals.routeLabel) return res.locals.routeLabel;
-  const route = req.route as { path?: unknown } | undefined;
-  if (route && typeof route.path === "string") return req.baseUrl + route.path;
-  return UNMATCHED_ROUTE;
+function routeLabel(req: TracedRequest, res: Response): string {
+  return res.locals.routeLabel ?? req[TEMPLATE] ?? UNMATCHED_ROUTE;
+}
+
+/**
+ * Records `baseUrl + route.path` at the moment the router assigns `req.route`.
+ * Reading them at `finish` is too late: when a handler throws, the error
+ * leaves the mounted routers and each one restores `req.baseUrl`, so a failed
+ * `/api/items/:id` would be labelled `/items/:id`. Routers must be mounted at
+ * fixed paths: a parameter in a mount path would put raw values in `baseUrl`.
+ */
+function traceRouteTemplate(proto: Request) {
+  Object.defineProperty(proto, "route", {
+    configurable: true,
+    enumerable: true,
+    get(this: TracedRequest) {
+      return this[ROUTE];
+    },
+    set(this: TracedRequest, route: unknown) {
+      this[ROUTE] = route;
+      const p = (route as { path?: unknown } | undefined)?.path;
+      this[TEMPLATE] = typeof p === "string" ? this.baseUrl + p : undefined;
+    },
+  });
 }
 
 /**
@@ -38,6 +61,7 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics) {
       return (this._log ??= log.child({ reqId: this.id }));
     },
   });
+  traceRouteTemplate(app.request);
   const logRequests = log.isLevelEnabled("info");
 
   return function observe(req: Request, res: Response, next: NextFunction) {

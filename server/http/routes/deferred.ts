@@ -5,14 +5,23 @@ import { AppError } from "../errors.js";
  * Routes that need the database exist from the first request but answer 503
  * (with Retry-After) until the boot has connected and migrated; then the real
  * router takes over. Only the given path prefixes are claimed, so unknown
- * /api paths still get their 404.
+ * /api paths still get their 404. The real router sees the paths unchanged
+ * (it is written as if mounted where this one is), hence no `router.use(prefixes)`,
+ * which would strip the prefix.
  */
 export function createDeferredRouter(prefixes: string[]) {
   let target: RequestHandler | null = null;
+  // Case-insensitive, like Express's own path matching.
+  const lowered = prefixes.map((p) => p.toLowerCase());
+  const claims = (path: string) => {
+    const p = path.toLowerCase();
+    return lowered.some((prefix) => p === prefix || p.startsWith(prefix + "/"));
+  };
   const router = Router();
-  router.use(prefixes, (req, res, next) => {
+  router.use((req, res, next) => {
+    if (!claims(req.path)) return next();
     if (target) return target(req, res, next);
-    next(new AppError("not_ready", 503, "The server is starting; try again shortly", { headers: { "retry-after": "2" } }));
+    next(new AppError("not_ready", 503, "The server is starting; try again shortly", { expose: true, headers: { "retry-after": "2" } }));
   });
   return {
     router,
