@@ -145,6 +145,18 @@ const EnvSchema = z.object({
 
 export type Env = Record<string, string | undefined>;
 
+/** Every environment variable the config reads, in the schema's order (README documents each). */
+export const ENV_VARIABLES: readonly string[] = Object.freeze(Object.keys(EnvSchema.shape));
+
+/** Variables whose values never appear in an error line (secrets, or URLs that carry a password). */
+const SECRET_VARIABLES = new Set(["DATABASE_URL", "DATABASE_DIRECT_URL", "OPENAI_API_KEY", "SESSION_SECRET", "JWT_SECRET", "METRICS_TOKEN"]);
+
+/** What an error line shows of the value it rejects. */
+function shown(key: string, value: string | undefined): string {
+  if (SECRET_VARIABLES.has(key)) return `a value of ${value?.length ?? 0} characters, not shown`;
+  return `got ${JSON.stringify(value ?? "")}`;
+}
+
 function buildConfig(e: z.output<typeof EnvSchema>) {
   const production = e.NODE_ENV === "production";
   const replitDeployment = e.REPLIT_DEPLOYMENT === "1" || e.REPLIT_DEPLOYMENT === "true";
@@ -254,9 +266,18 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
-/** Parses an environment into a frozen Config or throws ConfigError listing every bad variable. */
+/**
+ * Parses an environment into a frozen Config or throws ConfigError listing
+ * every bad variable. A variable set to the empty string counts as unset (a
+ * blank secret or `.env` line means "use the default", not "invalid").
+ */
 export function loadConfig(env: Env): Config {
-  const parsed = EnvSchema.safeParse(env);
+  const given: Env = {};
+  for (const key of ENV_VARIABLES) {
+    const v = env[key];
+    if (v !== undefined && v.trim() !== "") given[key] = v;
+  }
+  const parsed = EnvSchema.safeParse(given);
   const lines: string[] = [];
   if (!parsed.success) {
     const seen = new Set<string>();
@@ -264,7 +285,7 @@ export function loadConfig(env: Env): Config {
       const key = String(issue.path[0] ?? "env");
       if (seen.has(key)) continue;
       seen.add(key);
-      lines.push(`${key}: ${issue.message} (got ${JSON.stringify(env[key] ?? "")})`);
+      lines.push(`${key}: ${issue.message} (${shown(key, env[key])})`);
     }
     throw new ConfigError(lines);
   }

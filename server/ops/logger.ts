@@ -3,24 +3,28 @@ import type { Config } from "../config.js";
 
 export type { Logger };
 
-/** Paths never written to a log line. */
-export const REDACT_PATHS = [
-  "authorization",
-  "cookie",
-  "apiKey",
-  "password",
-  "headers.authorization",
-  "headers.cookie",
-  'headers["set-cookie"]',
-  "req.headers.authorization",
-  "req.headers.cookie",
-  'res.headers["set-cookie"]',
-  "*.authorization",
-  "*.cookie",
-  "*.apiKey",
-  "*.password",
-  'res.headers["set-cookie"]',
-];
+/** Header names whose values are credentials. */
+const SECRET_HEADERS = ["authorization", "proxy-authorization", "cookie", "set-cookie"];
+
+const prop = (name: string) => (/^[A-Za-z_$][\w$]*$/.test(name) ? `.${name}` : `["${name}"]`);
+const capitalised = (name: string) => name.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase());
+
+/**
+ * Paths never written to a log line (pino `redact`, applied after the
+ * serializers, so an `err` with headers attached is covered too). Headers are
+ * caught however they are logged: a headers object at the top, under one key
+ * (`req`, `res`, `err`) or under two (`err.config`, `err.response`), in Node's
+ * lower case or the capitalised form outgoing requests use. Anything deeper is
+ * the caller's job: log the object, not a whole client.
+ */
+export const REDACT_PATHS: readonly string[] = (() => {
+  const names = SECRET_HEADERS.flatMap((h) => [h, capitalised(h)]);
+  const paths: string[] = [];
+  for (const name of SECRET_HEADERS) paths.push(prop(name).replace(/^\./, ""), `*${prop(name)}`);
+  for (const prefix of ["", "*.", "*.*."]) for (const name of names) paths.push(`${prefix}headers${prop(name)}`);
+  for (const key of ["apiKey", "password"]) paths.push(key, `*.${key}`);
+  return Object.freeze([...new Set(paths)]);
+})();
 
 /**
  * JSON lines at `monitoring.logLevel`; pretty (pino-pretty, a dev dependency)
@@ -30,7 +34,7 @@ export function createLogger(config: Config, destination?: DestinationStream): L
   const options = {
     level: config.monitoring.logLevel,
     base: { pid: process.pid },
-    redact: { paths: [...new Set(REDACT_PATHS)], censor: "[redacted]" },
+    redact: { paths: [...REDACT_PATHS], censor: "[redacted]" },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
   if (destination) return pino(options, destination);
