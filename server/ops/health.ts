@@ -98,12 +98,17 @@ export function createProbeHandler(deps: ProbeDeps) {
     );
     checks.memory = memoryCheck();
     if (checks.memory.status === "down" && !failed) failed = `memory: ${checks.memory.error}`;
-    const uptime = (Date.now() - lifecycle.startedAt) / 1000;
-    checks.uptime = { status: "up", seconds: uptime };
+    // The body is exactly DESIGN.md's: {status, checks} or {status, error, checks};
+    // when and which build answered are details of the uptime check.
+    checks.uptime = {
+      status: "up",
+      seconds: (Date.now() - lifecycle.startedAt) / 1000,
+      version: deps.version,
+      timestamp: new Date().toISOString(),
+    };
     const reason = failed ?? lifecycle.notReadyReason();
-    const base = { timestamp: new Date().toISOString(), version: deps.version, phase: lifecycle.phase, uptime };
-    if (reason) send(res, 503, { status: "unhealthy", error: reason, ...base, checks }, head);
-    else send(res, 200, { status: "healthy", ...base, checks }, head);
+    if (reason) send(res, 503, { status: "unhealthy", error: reason, checks }, head);
+    else send(res, 200, { status: "healthy", checks }, head);
   }
 
   async function metrics(req: IncomingMessage, res: ServerResponse, head: boolean) {
