@@ -12,7 +12,14 @@ CREATE TABLE "instances" (
 	"heartbeat_at" timestamp (3) with time zone DEFAULT now() NOT NULL,
 	"version" text NOT NULL,
 	"dead_at" timestamp (3) with time zone,
-	"pid" bigint
+	"pid" bigint,
+	"worker_ids" text[] DEFAULT '{}'::text[] NOT NULL
+);
+--> statement-breakpoint
+CREATE TABLE "llm_requests" (
+	"id" bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "llm_requests_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1),
+	"at" timestamp (3) with time zone DEFAULT now() NOT NULL,
+	"run_id" uuid
 );
 --> statement-breakpoint
 CREATE TABLE "messages" (
@@ -52,6 +59,7 @@ CREATE TABLE "runs" (
 	"prompt_tokens" integer,
 	"completion_tokens" integer,
 	"instance_id" text,
+	"last_seq" integer DEFAULT 0 NOT NULL,
 	"cancel_requested_at" timestamp (3) with time zone,
 	"created_at" timestamp (3) with time zone DEFAULT now() NOT NULL,
 	"started_at" timestamp (3) with time zone,
@@ -72,7 +80,8 @@ ALTER TABLE "messages" ADD CONSTRAINT "messages_run_id_runs_id_fk" FOREIGN KEY (
 ALTER TABLE "run_events" ADD CONSTRAINT "run_events_run_id_runs_id_fk" FOREIGN KEY ("run_id") REFERENCES "public"."runs"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "runs" ADD CONSTRAINT "runs_user_id_users_id_fk" FOREIGN KEY ("user_id") REFERENCES "public"."users"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
 ALTER TABLE "runs" ADD CONSTRAINT "runs_conversation_id_conversations_id_fk" FOREIGN KEY ("conversation_id") REFERENCES "public"."conversations"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
-CREATE INDEX "conversations_user_updated_idx" ON "conversations" USING btree ("user_id","updated_at" DESC NULLS LAST,"id" DESC NULLS LAST);--> statement-breakpoint
+CREATE INDEX "conversations_user_updated_idx" ON "conversations" USING btree ("user_id","updated_at","id");--> statement-breakpoint
+CREATE INDEX "llm_requests_at_idx" ON "llm_requests" USING btree ("at");--> statement-breakpoint
 CREATE INDEX "messages_conversation_created_idx" ON "messages" USING btree ("conversation_id","created_at","id");--> statement-breakpoint
 CREATE UNIQUE INDEX "messages_run_id_unique" ON "messages" USING btree ("run_id");--> statement-breakpoint
 CREATE INDEX "runs_conversation_idx" ON "runs" USING btree ("conversation_id","created_at");--> statement-breakpoint

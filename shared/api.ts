@@ -14,7 +14,15 @@ export const DEFAULT_PAGE_SIZE = 20;
 export const MAX_PAGE_SIZE = 100;
 export const MAX_TITLE_LENGTH = 200;
 
-const title = z.string().trim().min(1, "title must not be empty").max(MAX_TITLE_LENGTH, `title must be at most ${MAX_TITLE_LENGTH} characters`);
+/** PostgreSQL `text` cannot hold U+0000: refused as input rather than failing the insert with a 500. */
+const hasNoNul = (s: string) => !s.includes("\u0000");
+
+const title = z
+  .string()
+  .trim()
+  .min(1, "title must not be empty")
+  .max(MAX_TITLE_LENGTH, `title must be at most ${MAX_TITLE_LENGTH} characters`)
+  .refine(hasNoNul, "title must not contain NUL characters");
 
 export const CreateConversationBody = z.strictObject({ title: title.optional() });
 export const UpdateConversationBody = z.strictObject({ title });
@@ -26,7 +34,8 @@ export function createMessageBody(maxLength: number, agents: readonly string[] =
       .string({ error: "content must be a string" })
       .min(1, "content must not be empty")
       .max(maxLength, `content must be at most ${maxLength} characters`)
-      .refine((s) => s.trim().length > 0, "content must not be blank"),
+      .refine((s) => s.trim().length > 0, "content must not be blank")
+      .refine(hasNoNul, "content must not contain NUL characters"),
     agent: z
       .string()
       .refine((a) => agents.includes(a), { message: `agent must be one of: ${agents.join(", ")}` })

@@ -36,7 +36,10 @@ export const conversations = pgTable(
     createdAt: createdAt(),
     updatedAt: timestamp("updated_at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
   },
-  (t) => [index("conversations_user_updated_idx").on(t.userId, t.updatedAt.desc(), t.id.desc())],
+  // Ascending on purpose: the list's `order by updated_at desc, id desc` is a
+  // backward scan of it. A `.desc()` column is DESC NULLS LAST in drizzle-kit,
+  // which cannot serve that ORDER BY (DESC means NULLS FIRST): a sort every time.
+  (t) => [index("conversations_user_updated_idx").on(t.userId, t.updatedAt, t.id)],
 );
 
 export const RUN_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
@@ -68,6 +71,8 @@ export const runs = pgTable(
     promptTokens: integer("prompt_tokens"),
     completionTokens: integer("completion_tokens"),
     instanceId: text("instance_id"),
+    /** The last `run_events.seq` handed out for this run. */
+    lastSeq: integer("last_seq").notNull().default(0),
     cancelRequestedAt: timestamp("cancel_requested_at", { withTimezone: true, precision: 3 }),
     createdAt: createdAt(),
     startedAt: timestamp("started_at", { withTimezone: true, precision: 3 }),
@@ -131,7 +136,23 @@ export const instances = pgTable("instances", {
   /** Set when another instance declared it dead and released its jobs. */
   deadAt: timestamp("dead_at", { withTimezone: true, precision: 3 }),
   pid: bigint("pid", { mode: "number" }),
+  /** graphile-worker pool ids whose job locks this instance holds; released when it is declared dead. */
+  workerIds: text("worker_ids").array().notNull().default(sql`'{}'::text[]`),
 });
+
+/**
+ * The shared LLM request budget: one row per provider request in the window,
+ * across all instances (openai.rateLimit). Old rows are pruned as it goes.
+ */
+export const llmRequests = pgTable(
+  "llm_requests",
+  {
+    id: bigint("id", { mode: "number" }).primaryKey().generatedAlwaysAsIdentity(),
+    at: timestamp("at", { withTimezone: true, precision: 3 }).notNull().defaultNow(),
+    runId: uuid("run_id"),
+  },
+  (t) => [index("llm_requests_at_idx").on(t.at)],
+);
 
 export type User = typeof users.$inferSelect;
 export type Conversation = typeof conversations.$inferSelect;

@@ -31,7 +31,9 @@ export function createSessionCodec(secret: string): SessionCodec {
       if (!isUuid(userId) || !/^\d{1,12}$/.test(exp)) return null;
       const expected = mac(`v1.${userId}.${exp}`);
       const given = Buffer.from(sig, "base64url");
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+      // Only the canonical encoding: Buffer decoding ignores bad characters and
+      // the last character's padding bits, so another string could decode to the MAC.
+      if (given.length !== expected.length || given.toString("base64url") !== sig || !timingSafeEqual(given, expected)) return null;
       const expiresAt = Number(exp);
       if (expiresAt <= nowSeconds) return null;
       return { userId: userId.toLowerCase(), expiresAt };

@@ -1,4 +1,4 @@
-import { and, desc, eq, lt, or, sql } from "drizzle-orm";
+import { and, desc, eq, sql } from "drizzle-orm";
 import { conversations, type Conversation } from "../../shared/schema.js";
 import type { ConversationDto, Page } from "../../shared/api.js";
 import type { Db } from "./db.js";
@@ -40,12 +40,10 @@ export function createConversationStore(db: Db) {
         .where(
           and(
             eq(conversations.userId, userId),
-            after
-              ? or(
-                  lt(conversations.updatedAt, after.at),
-                  and(eq(conversations.updatedAt, after.at), lt(conversations.id, after.id)),
-                )
-              : undefined,
+            // A row comparison, not `a < x or (a = x and id < y)`: PostgreSQL
+            // turns it into an index range, so a late page starts where the
+            // cursor points instead of filtering every newer row.
+            after ? sql`(${conversations.updatedAt}, ${conversations.id}) < (${after.at.toISOString()}::timestamptz, ${after.id}::uuid)` : undefined,
           ),
         )
         .orderBy(desc(conversations.updatedAt), desc(conversations.id))

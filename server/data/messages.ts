@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, or } from "drizzle-orm";
+import { and, asc, eq, sql } from "drizzle-orm";
 import { messages, type Message, type Run } from "../../shared/schema.js";
 import type { MessageDto, Page, RunDto } from "../../shared/api.js";
 import type { Db } from "./db.js";
@@ -45,6 +45,7 @@ const runFromJson = (j: Json): Run => ({
   promptTokens: (j.prompt_tokens as number | null) ?? null,
   completionTokens: (j.completion_tokens as number | null) ?? null,
   instanceId: (j.instance_id as string | null) ?? null,
+  lastSeq: (j.last_seq as number | undefined) ?? 0,
   cancelRequestedAt: d(j.cancel_requested_at),
   createdAt: d(j.created_at) as Date,
   startedAt: d(j.started_at),
@@ -96,7 +97,8 @@ export function createMessageStore(db: Db, pool: Pool) {
           and(
             eq(messages.conversationId, conversationId),
             eq(messages.userId, userId),
-            after ? or(gt(messages.createdAt, after.at), and(eq(messages.createdAt, after.at), gt(messages.id, after.id))) : undefined,
+            // A row comparison: an index range (see the conversation list).
+            after ? sql`(${messages.createdAt}, ${messages.id}) > (${after.at.toISOString()}::timestamptz, ${after.id}::uuid)` : undefined,
           ),
         )
         .orderBy(asc(messages.createdAt), asc(messages.id))
