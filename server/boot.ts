@@ -13,12 +13,11 @@ import type { Lifecycle } from "./ops/lifecycle.js";
 import type { Releasers } from "./ops/releasers.js";
 import { sleep } from "./ops/releasers.js";
 import { createMetrics, type Metrics } from "./ops/metrics.js";
-import { createProbeHandler, type HealthCheck } from "./ops/health.js";
+import type { HealthCheck } from "./ops/health.js";
+import { startMetricsServer } from "./ops/metricsServer.js";
 import { createApp } from "./app.js";
 import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
-import type { Pool } from "./db/pool.js";
 import type { EmbeddedPostgres } from "./db/embedded.js";
-import { createServer as createHttpServer } from "node:http";
 
 export interface BootDeps {
   config: Config;
@@ -54,45 +53,6 @@ async function retry<T>(
   }
 }
 
-/** Keeps the `database` component current: one cheap query a second. */
-function monitorDatabase(pool: Pool, deps: { lifecycle: Lifecycle; log: Logger; metrics: Metrics; intervalMs: number }) {
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  const noAnswer = new Error("no answer within 2 s");
-  const ping = () =>
-    Promise.race([
-      pool.query("select 1"),
-      sleep(2000).then(() => {
-        throw noAnswer;
-      }),
-    ]);
-  const tick = async () => {
-    try {
-      // A connection killed under the first ping (pg_terminate_backend, a
-      // failover) is not an outage: the pool drops it, so ask once more on a
-      // fresh one before saying the database is unreachable.
-      await ping().catch((err: unknown) => {
-        if (err === noAnswer) throw err;
-        return ping();
-      });
-      if (!deps.lifecycle.components().database?.ok) deps.log.warn("database reachable again");
-      deps.lifecycle.setComponent("database", true);
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      if (deps.lifecycle.components().database?.ok) deps.log.error({ err }, "database unreachable");
-      deps.lifecycle.setComponent("database", false, `database unreachable: ${message}`);
-      deps.metrics.backgroundErrors.inc({ loop: "database-monitor" });
-    } finally {
-      if (!stopped) timer = setTimeout(() => void tick(), deps.intervalMs);
-    }
-  };
-  timer = setTimeout(() => void tick(), deps.intervalMs);
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
-}
-
 export async function boot(deps: BootDeps): Promise<void> {
   const { config, log, lifecycle, releasers, server, rootDir } = deps;
   const metrics = createMetrics();
@@ -116,20 +76,7 @@ export async function boot(deps: BootDeps): Promise<void> {
   }
 
   if (config.monitoring.metricsEnabled && config.monitoring.metricsPort > 0) {
-    const probe = createProbeHandler({
-      lifecycle,
-      metrics: () => metrics,
-      version: config.version,
-      checks: () => [],
-      metricsRoute: { enabled: true, token: config.monitoring.metricsToken },
-    });
-    const metricsServer = createHttpServer((req, res) => {
-      if (req.url?.split("?")[0] === "/metrics" && probe(req, res)) return;
-      res.writeHead(404, { "content-type": "application/json" }).end('{"error":{"code":"not_found","message":"Only /metrics is served here"}}');
-    });
-    metricsServer.on("error", (err) => log.error({ err }, "metrics listener failed"));
-    metricsServer.listen(config.monitoring.metricsPort, config.server.host);
-    releasers.add("metrics listener", () => new Promise<void>((r) => metricsServer.close(() => r())));
+    releasers.add("metrics listener", startMetricsServer({ config, log, lifecycle, metrics }));
   }
 
   const app = createApp({ config, log, metrics, lifecycle, ...(staticHandlers ? { staticHandlers } : {}) });
@@ -137,10 +84,11 @@ export async function boot(deps: BootDeps): Promise<void> {
 
   // The database modules (pg, drizzle) load only now: the app above answers
   // `/` while they do, which keeps the first page well inside Replit's check.
-  const [{ createPool }, { runMigrations, pendingMigrations }, { startEmbeddedPostgres }] = await Promise.all([
+  const [{ createPool }, { runMigrations, pendingMigrations }, { startEmbeddedPostgres }, { monitorDatabase }] = await Promise.all([
     import("./db/pool.js"),
     import("./db/migrate.js"),
     import("./db/embedded.js"),
+    import("./db/monitor.js"),
   ]);
 
   // Database: embedded when no DATABASE_URL (config refuses that in a Replit deployment).

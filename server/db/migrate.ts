@@ -4,6 +4,7 @@ import { drizzle } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import type { Pool } from "./pool.js";
 import type { Logger } from "../ops/logger.js";
+import { migrateWorkerSchema } from "../queue/migrate.js";
 
 /** pg_advisory_lock key shared by every instance that migrates ("esa-migr"). */
 const MIGRATION_LOCK_KEY = 0x6573616d;
@@ -18,7 +19,8 @@ async function readJournal(folder: string): Promise<Journal> {
 
 /**
  * Applies pending migrations under an advisory lock, so instances starting
- * together migrate once and the rest wait, then find nothing to do.
+ * together migrate once and the rest wait, then find nothing to do; then
+ * graphile-worker's own schema (it takes its own lock).
  */
 export async function runMigrations(pool: Pool, folder: string, log: Logger): Promise<void> {
   const client = await pool.connect();
@@ -37,6 +39,7 @@ export async function runMigrations(pool: Pool, folder: string, log: Logger): Pr
     client.release(true);
     throw err;
   }
+  await migrateWorkerSchema(pool);
 }
 
 /**
@@ -54,5 +57,7 @@ export async function pendingMigrations(pool: Pool, folder: string): Promise<str
     [last.when],
   );
   if (Number(r.rows[0]?.n ?? 0) === 0) return `migrations pending: latest is ${last.tag} (run npm run db:migrate)`;
+  const worker = await pool.query<{ t: string | null }>("select to_regclass('graphile_worker._private_jobs') as t");
+  if (!worker.rows[0]?.t) return "migrations pending: the job queue schema is missing (run npm run db:migrate)";
   return null;
 }

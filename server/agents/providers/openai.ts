@@ -138,7 +138,7 @@ export function createOpenAiProvider(openai: Config["openai"], opts: OpenAiProvi
   const idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   const key = openai.apiKey;
   let client: OpenAI | null = null;
-  // Every option is explicit so the package never reads process.env on its own (config.ts does).
+  // Every option is explicit so the package never reads the environment on its own (config.ts does).
   const getClient = () =>
     (client ??= new OpenAI({
       // A server without auth (Ollama) still needs a value; the header is then dropped.
