@@ -19,6 +19,8 @@ export interface AppDeps {
   staticHandlers?: StaticHandlers;
   /** Routers mounted under /api, after the built-in ones. */
   apiRouters?: Router[];
+  /** Told every response's duration, ms (the autoscaler's p95). */
+  onResponse?: (ms: number) => void;
 }
 
 /**
@@ -32,7 +34,7 @@ export function createApp(deps: AppDeps): Express {
   app.set("trust proxy", config.server.trustProxy);
   app.set("etag", false);
 
-  app.use(installObserve(app, log, metrics));
+  app.use(installObserve(app, log, metrics, deps.onResponse));
   app.use(securityHeaders(config));
   if (deps.staticHandlers) app.use(deps.staticHandlers.files);
 

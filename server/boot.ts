@@ -17,6 +17,9 @@ import type { HealthCheck } from "./ops/health.js";
 import { startMetricsServer } from "./ops/metricsServer.js";
 import { createApp } from "./app.js";
 import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
+import { createDeferredRouter } from "./http/routes/deferred.js";
+import { createAutoscaler } from "./ops/autoscale.js";
+import { startServices, DB_ROUTE_PREFIXES } from "./services.js";
 import type { EmbeddedPostgres } from "./db/embedded.js";
 
 export interface BootDeps {
@@ -79,7 +82,19 @@ export async function boot(deps: BootDeps): Promise<void> {
     releasers.add("metrics listener", startMetricsServer({ config, log, lifecycle, metrics }));
   }
 
-  const app = createApp({ config, log, metrics, lifecycle, ...(staticHandlers ? { staticHandlers } : {}) });
+  const autoscaler = createAutoscaler({ config: config.autoscaling, metrics });
+  deps.addCheck(autoscaler.healthCheck());
+  // Routes that need the database answer 503 until it is connected and migrated.
+  const dbRoutes = createDeferredRouter(DB_ROUTE_PREFIXES);
+  const app = createApp({
+    config,
+    log,
+    metrics,
+    lifecycle,
+    apiRouters: [dbRoutes.router],
+    onResponse: (ms) => autoscaler.recordResponse(ms),
+    ...(staticHandlers ? { staticHandlers } : {}),
+  });
   deps.setApp(app as unknown as (req: IncomingMessage, res: ServerResponse) => void);
 
   // The database modules (pg, drizzle) load only now: the app above answers
@@ -134,9 +149,17 @@ export async function boot(deps: BootDeps): Promise<void> {
   const stopMonitor = monitorDatabase(pool, { lifecycle, log, metrics, intervalMs: 1000 });
   releasers.add("database monitor", stopMonitor);
 
+  // Migrations, LISTEN and the job queue need a session connection: the direct
+  // URL when DATABASE_URL is a transaction pooler.
+  const directPool = config.database.directUrl
+    ? createPool(config.database, config.database.directUrl, log, { max: config.agents.maxConcurrentJobs + 4, applicationName: "esa-agents-direct" })
+    : null;
+  if (directPool) releasers.add("direct database pool", () => directPool.end());
+  const sessionPool = directPool ?? pool;
+
   const migrationsDir = path.join(rootDir, "migrations");
   if (config.database.migrateOnStart) {
-    const done = await retry("migrations", () => runMigrations(pool, migrationsDir, log).then(() => true), {
+    const done = await retry("migrations", () => runMigrations(sessionPool, migrationsDir, log).then(() => true), {
       log,
       lifecycle,
       component: "migrations",
@@ -163,6 +186,8 @@ export async function boot(deps: BootDeps): Promise<void> {
       return s?.ok ? { status: "up" } : { status: "down", error: s?.error ?? "not applied" };
     },
   });
+
+  await startServices({ ...deps, metrics, pool, sessionPool, dbRoutes, autoscaler, databaseUrl: url });
 
   if (lifecycle.phase === "starting") {
     lifecycle.setPhase("ready");

@@ -86,6 +86,7 @@ const EnvSchema = z.object({
 
   DATABASE_URL: postgresUrl,
   DATABASE_DIRECT_URL: postgresUrl,
+  DATABASE_TRANSACTION_POOLER: bool(false),
   MAX_CONNECTIONS: int(20, 1, 1000),
   DB_IDLE_TIMEOUT_MS: int(10 * SECOND, 0),
   DB_CONNECT_TIMEOUT_MS: int(5 * SECOND, 100),
@@ -186,6 +187,12 @@ function buildConfig(e: z.output<typeof EnvSchema>) {
       url: e.DATABASE_URL,
       /** Used for LISTEN and migrations when the main URL is a transaction pooler. */
       directUrl: e.DATABASE_DIRECT_URL,
+      /**
+       * DATABASE_URL is a transaction-mode pooler (PgBouncer, a Neon -pooler
+       * host): no LISTEN and no prepared statements through it; without
+       * DATABASE_DIRECT_URL everything polls. Default false.
+       */
+      transactionPooler: e.DATABASE_TRANSACTION_POOLER,
       maxConnections: e.MAX_CONNECTIONS,
       idleTimeoutMs: e.DB_IDLE_TIMEOUT_MS,
       connectTimeoutMs: e.DB_CONNECT_TIMEOUT_MS,
@@ -292,6 +299,9 @@ export function loadConfig(env: Env): Config {
   const config = buildConfig(parsed.data);
   if (config.replitDeployment && !config.database.url) {
     lines.push("DATABASE_URL: required in a Replit deployment (REPLIT_DEPLOYMENT=1); instances there are ephemeral, so the embedded database cannot be used");
+  }
+  if (config.replitDeployment && !config.security.sessionSecret) {
+    lines.push("SESSION_SECRET: required in a Replit deployment (REPLIT_DEPLOYMENT=1): every instance must sign sessions with the same secret (32+ characters)");
   }
   if (config.autoscaling.minInstances > config.autoscaling.maxInstances) {
     lines.push("AUTOSCALE_MIN_INSTANCES: must not exceed AUTOSCALE_MAX_INSTANCES");

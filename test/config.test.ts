@@ -197,10 +197,11 @@ const ROWS: Record<string, Row> = {
   BODY_LIMIT_BYTES: { set: "2048", get: (c) => c.server.bodyLimitBytes, expected: 2048, fallback: 1_048_576 },
   SHUTDOWN_DELAY_MS: { set: "1500", get: (c) => c.server.shutdownDelayMs, expected: 1500, fallback: 0, doc: "`3000`" },
   SHUTDOWN_TIMEOUT_MS: { set: "20000", get: (c) => c.server.shutdownTimeoutMs, expected: 20_000, fallback: 10_000 },
-  REPLIT_DEPLOYMENT: { set: "1", get: (c) => c.replitDeployment, expected: true, fallback: false, doc: null, with: { DATABASE_URL: PG_URL } },
+  REPLIT_DEPLOYMENT: { set: "1", get: (c) => c.replitDeployment, expected: true, fallback: false, doc: null, with: { DATABASE_URL: PG_URL, SESSION_SECRET: "s".repeat(32) } },
   APP_VERSION: { set: "1.2.3", get: (c) => c.version, expected: "1.2.3", fallback: "0.1.0" },
   DATABASE_URL: { set: PG_URL, get: (c) => c.database.url, expected: PG_URL, fallback: undefined },
   DATABASE_DIRECT_URL: { set: "postgresql://app:pw@direct.example.com/app", get: (c) => c.database.directUrl, expected: "postgresql://app:pw@direct.example.com/app", fallback: undefined },
+  DATABASE_TRANSACTION_POOLER: { set: "true", get: (c) => c.database.transactionPooler, expected: true, fallback: false },
   MAX_CONNECTIONS: { set: "7", get: (c) => c.database.maxConnections, expected: 7, fallback: 20 },
   DB_IDLE_TIMEOUT_MS: { set: "2000", get: (c) => c.database.idleTimeoutMs, expected: 2000, fallback: 10_000 },
   DB_CONNECT_TIMEOUT_MS: { set: "1500", get: (c) => c.database.connectTimeoutMs, expected: 1500, fallback: 5000 },
@@ -305,7 +306,16 @@ describe("loadConfig errors", () => {
   });
 
   it("a Replit deployment without DATABASE_URL is a boot error", () => {
-    expect(configError({ REPLIT_DEPLOYMENT: "1" })).toEqual([expect.stringMatching(/^DATABASE_URL: required in a Replit deployment/)]);
+    expect(configError({ REPLIT_DEPLOYMENT: "1", SESSION_SECRET: "s".repeat(32) })).toEqual([
+      expect.stringMatching(/^DATABASE_URL: required in a Replit deployment/),
+    ]);
+  });
+
+  it("a Replit deployment without SESSION_SECRET is a boot error; elsewhere it may be unset", () => {
+    expect(configError({ REPLIT_DEPLOYMENT: "1", DATABASE_URL: PG_URL })).toEqual([
+      expect.stringMatching(/^SESSION_SECRET: required in a Replit deployment/),
+    ]);
+    expect(loadConfig({ DATABASE_URL: PG_URL }).security.sessionSecret).toBeUndefined();
   });
 
   it("AUTOSCALE_MIN_INSTANCES may not exceed AUTOSCALE_MAX_INSTANCES", () => {

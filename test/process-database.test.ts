@@ -143,7 +143,7 @@ describe("embedded PostgreSQL (no DATABASE_URL)", () => {
 
 describe("boot errors and migrations", () => {
   it("REPLIT_DEPLOYMENT=1 without DATABASE_URL exits non-zero with one stderr line naming DATABASE_URL", async () => {
-    const srv = await spawnServer({ env: { REPLIT_DEPLOYMENT: "1", DATABASE_URL: undefined }, waitListening: false });
+    const srv = await spawnServer({ env: { REPLIT_DEPLOYMENT: "1", DATABASE_URL: undefined, SESSION_SECRET: "s".repeat(32) }, waitListening: false });
     servers.push(srv);
     const exit = await Promise.race([srv.exited, sleep(10_000).then(() => null)]);
     expect(exit?.code).not.toBe(0);

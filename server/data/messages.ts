@@ -5,6 +5,7 @@ import type { Db } from "./db.js";
 import type { Pool } from "../db/pool.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { toRunDto } from "./runs.js";
+import { addRunJobExpr } from "../queue/enqueue.js";
 
 export const toMessageDto = (m: Message): MessageDto => ({
   id: m.id,
@@ -54,13 +55,17 @@ const runFromJson = (j: Json): Run => ({
 });
 
 /**
- * The user message and its run, written by one statement: both or neither.
- * Returns undefined when the conversation is not the caller's.
+ * The user message, its run and the run's job, written by one statement: all
+ * or nothing. Nothing is written when `$5` runs are already queued (load
+ * shedding); the row says so. `message` is null when the conversation is not
+ * the caller's or the queue is full.
  */
 export const POST_MESSAGE_SQL = `
-with c as (
+with depth as (
+  select count(*)::int as n from (select 1 from runs where status = 'queued' limit $5) q
+), c as (
   update conversations set updated_at = now()
-  where id = $1 and user_id = $2
+  where id = $1 and user_id = $2 and (select n from depth) < $5
   returning id
 ), m as (
   insert into messages (conversation_id, user_id, role, content)
@@ -70,21 +75,28 @@ with c as (
   insert into runs (user_id, conversation_id, message_id, requested_agent)
   select $2, m.conversation_id, m.id, $4 from m
   returning *
+), j as (
+  select ${addRunJobExpr("r.id")} as job from r
 )
-select row_to_json(m) as message, row_to_json(r) as run from m, r`;
+select (select n from depth) as depth, (select row_to_json(m) from m) as message,
+  (select row_to_json(r) from r) as run, (select count(*) from j)::int as jobs`;
 
-export function createMessageStore(db: Db, pool: Pool) {
+export type PostResult = { message: MessageDto; run: RunDto } | "not_found" | "overloaded";
+
+/** `maxQueueDepth`: queued runs beyond which new messages are refused. */
+export function createMessageStore(db: Db, pool: Pool, opts: { maxQueueDepth: number }) {
   return {
-    async post(
-      userId: string,
-      conversationId: string,
-      content: string,
-      agent: string | undefined,
-    ): Promise<{ message: MessageDto; run: RunDto } | undefined> {
-      const r = await pool.query<{ message: Json; run: Json }>(POST_MESSAGE_SQL, [conversationId, userId, content, agent ?? null]);
+    async post(userId: string, conversationId: string, content: string, agent: string | undefined): Promise<PostResult> {
+      const r = await pool.query<{ depth: number; message: Json | null; run: Json | null }>(POST_MESSAGE_SQL, [
+        conversationId,
+        userId,
+        content,
+        agent ?? null,
+        opts.maxQueueDepth,
+      ]);
       const row = r.rows[0];
-      if (!row) return undefined;
-      return { message: toMessageDto(messageFromJson(row.message)), run: toRunDto(runFromJson(row.run)) };
+      if (row?.message && row.run) return { message: toMessageDto(messageFromJson(row.message)), run: toRunDto(runFromJson(row.run)) };
+      return row && row.depth >= opts.maxQueueDepth ? "overloaded" : "not_found";
     },
 
     /** Oldest first. The caller must have checked the conversation is theirs. */

@@ -7,12 +7,36 @@ import type { Logger } from "./logger.js";
 export interface Releasers {
   add(name: string, release: () => Promise<void> | void): void;
   releaseAll(): Promise<void>;
+  /**
+   * Work that stops when the server stops accepting (the job queue, sockets):
+   * run together, while in-flight HTTP requests finish, before any release.
+   */
+  addDrain(name: string, drain: () => Promise<void> | void): void;
+  drainAll(): Promise<void>;
 }
 
 export function createReleasers(log: Logger): Releasers {
   const stack: { name: string; release: () => Promise<void> | void }[] = [];
+  const drains: { name: string; drain: () => Promise<void> | void }[] = [];
   let released = false;
+  let drained: Promise<void> | null = null;
   return {
+    addDrain(name, drain) {
+      drains.push({ name, drain });
+    },
+    drainAll() {
+      drained ??= Promise.all(
+        drains.map(async (d) => {
+          try {
+            await d.drain();
+            log.debug({ resource: d.name }, "drained");
+          } catch (err) {
+            log.error({ err, resource: d.name }, "drain failed");
+          }
+        }),
+      ).then(() => undefined);
+      return drained;
+    },
     add(name, release) {
       if (released) {
         // Acquired after shutdown began: release at once.

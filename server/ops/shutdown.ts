@@ -54,9 +54,12 @@ export function createShutdown(deps: ShutdownDeps) {
       // sockets still open when the budget runs out are cut.
       const budget = Math.max(0, deadline - Date.now() - RELEASE_RESERVE_MS);
       const timer = setInterval(() => server.closeIdleConnections(), 100);
+      // The queue stops fetching and its running runs get until the deadline, alongside HTTP.
+      const drained = releasers.drainAll();
       await Promise.race([closed, sleep(budget)]);
       clearInterval(timer);
       server.closeAllConnections();
+      await Promise.race([drained, sleep(Math.max(0, deadline - Date.now() - RELEASE_RESERVE_MS))]);
       await releasers.releaseAll();
       lifecycle.setPhase("stopped");
       log.info("shutdown complete");

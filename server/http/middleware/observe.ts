@@ -54,7 +54,7 @@ function traceRouteTemplate(proto: Request) {
  * histogram and the access log line, in one middleware so the hot path pays
  * for one `finish` listener.
  */
-export function installObserve(app: Express, log: Logger, metrics: Metrics) {
+export function installObserve(app: Express, log: Logger, metrics: Metrics, onResponse?: (ms: number) => void) {
   Object.defineProperty(app.request, "log", {
     configurable: true,
     get(this: Request & { _log?: Logger }) {
@@ -78,6 +78,8 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics) {
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       const status = res.headersSent ? res.statusCode : 499;
       metrics.httpDuration.observe({ method: methodLabel(req.method), route: routeLabel(req, res), status_code: status }, seconds);
+      // Long-lived streams are not response times.
+      if (onResponse && !String(res.getHeader("content-type") ?? "").startsWith("text/event-stream")) onResponse(seconds * 1000);
       if (logRequests) {
         req.log.info({ method: req.method, url: req.originalUrl, status, ms: Math.round(seconds * 1e4) / 10 }, "request completed");
       }

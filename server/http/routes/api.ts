@@ -12,6 +12,7 @@ import { createConversationStore } from "../../data/conversations.js";
 import { createMessageStore } from "../../data/messages.js";
 import { createRunStore } from "../../data/runs.js";
 import { createChatRouter } from "./chat.js";
+import { requestCancel } from "../../queue/cancel.js";
 
 /** The /api prefixes served by the user-data router. */
 export const DATA_PREFIXES = ["/session", "/conversations", "/runs"];
@@ -22,6 +23,8 @@ export interface DataApiDeps {
   pool: Pool;
   /** Where generated secrets are kept when not configured (`<root>/.data`). */
   dataDir: string;
+  /** The registry's agent names (default: the built-in list). */
+  agentNames?: readonly string[];
 }
 
 /** Identity, CSRF and the user-data routes, on the database pool. */
@@ -49,8 +52,10 @@ export function createDataApi(deps: DataApiDeps): Router {
     createChatRouter({
       config,
       conversations: createConversationStore(db),
-      messages: createMessageStore(db, pool),
+      messages: createMessageStore(db, pool, { maxQueueDepth: config.agents.maxQueueDepth }),
       runs: createRunStore(db),
+      cancelRun: (userId, runId) => requestCancel(pool, userId, runId),
+      ...(deps.agentNames ? { agentNames: deps.agentNames } : {}),
     }),
   );
   return router;

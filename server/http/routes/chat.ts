@@ -4,7 +4,7 @@ import { CreateConversationBody, UpdateConversationBody, PageQuery, createMessag
 import type { SessionResponse } from "../../../shared/api.js";
 import { callerOf } from "../../auth/middleware.js";
 import { isUuid } from "../../auth/session.js";
-import { notFound } from "../errors.js";
+import { AppError, notFound } from "../errors.js";
 import { parseInput } from "../validate.js";
 import { toConversationDto, type ConversationStore } from "../../data/conversations.js";
 import type { MessageStore } from "../../data/messages.js";
@@ -17,6 +17,8 @@ export interface ChatRouteDeps {
   runs: RunStore;
   /** Agent names a message may ask for. */
   agentNames?: readonly string[];
+  /** Requests a run's cancel; false when the run is not the caller's. */
+  cancelRun(userId: string, runId: string): Promise<boolean>;
 }
 
 /** A path id that is not a UUID names nothing: 404, never a database error. */
@@ -83,8 +85,20 @@ export function createChatRouter(deps: ChatRouteDeps): Router {
     const id = idParam(req);
     const body = parseInput(MessageBody, req.body, "body");
     const posted = await messages.post(callerOf(req).id, id, body.content, body.agent);
-    if (!posted) throw notFound("Conversation not found");
+    if (posted === "not_found") throw notFound("Conversation not found");
+    if (posted === "overloaded") {
+      throw new AppError("overloaded", 503, "Too many runs are waiting; try again shortly", { headers: { "retry-after": "5" } });
+    }
     res.status(202).json(posted);
+  });
+
+  r.post("/runs/:id/cancel", async (req, res) => {
+    const id = idParam(req);
+    const userId = callerOf(req).id;
+    if (!(await deps.cancelRun(userId, id))) throw notFound("Run not found");
+    const run = await runs.get(userId, id);
+    if (!run) throw notFound("Run not found");
+    res.json(toRunDto(run));
   });
 
   r.get("/runs/:id", async (req, res) => {

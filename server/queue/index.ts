@@ -1,0 +1,101 @@
+/**
+ * The agent job queue, assembled: cancel delivery, the run executor,
+ * graphile-worker, instance heartbeat and recovery, and the queue gauges.
+ */
+import type { Pool } from "../db/pool.js";
+import type { Listener } from "../db/listener.js";
+import type { Config } from "../config.js";
+import type { Logger } from "../ops/logger.js";
+import type { Metrics } from "../ops/metrics.js";
+import type { Orchestrator } from "../agents/types.js";
+import { createCancelWatch } from "./cancel.js";
+import { createRunExecutor } from "./executeRun.js";
+import { startQueue } from "./runner.js";
+import { createInstanceRegistry } from "./recovery.js";
+import { createQueueMetrics } from "./metrics.js";
+import { readQueueStats, type QueueStats } from "./stats.js";
+
+export interface AgentQueueDeps {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  /** App queries. */
+  pool: Pool;
+  /** graphile-worker's pool (a direct connection when DATABASE_DIRECT_URL is set). */
+  workerPool: Pool;
+  /** Null where LISTEN cannot work (a transaction pooler): everything polls. */
+  listener: Listener | null;
+  orchestrator: Orchestrator;
+  instanceId: string;
+  /** After stop() begins, how long running runs may finish before they are handed back, ms. */
+  graceMs: number;
+  /** Called with fresh queue stats every sampling interval (autoscaler). */
+  onStats?: (stats: QueueStats) => void;
+  statsIntervalMs?: number;
+}
+
+export async function startAgentQueue(deps: AgentQueueDeps) {
+  const { config, log, pool } = deps;
+  const queueMetrics = createQueueMetrics(deps.metrics);
+  const cancels = createCancelWatch({ pool, listener: deps.listener, log });
+  const executeRun = createRunExecutor({ pool, config, log, instanceId: deps.instanceId, orchestrator: deps.orchestrator, cancels, metrics: queueMetrics });
+  const workerIds: string[] = [];
+  const registry = createInstanceRegistry({
+    pool,
+    log,
+    metrics: deps.metrics,
+    instanceId: deps.instanceId,
+    version: config.version,
+    heartbeatMs: config.agents.heartbeatMs,
+    recoveryAfterMs: config.agents.recoveryAfterMs,
+    workerIds: () => workerIds,
+  });
+  await registry.start();
+  const queue = await startQueue({
+    pool: deps.workerPool,
+    config,
+    log,
+    executeRun,
+    graceMs: deps.graceMs,
+    pollIntervalMs: deps.listener ? 2000 : 500,
+    noPreparedStatements: deps.listener === null,
+    onWorkerPoolId: (id) => {
+      workerIds.push(id);
+      registry.heartbeat().catch((err: unknown) => log.warn({ err }, "heartbeat with the worker pool id failed"));
+    },
+  });
+
+  let last: QueueStats = { queued: 0, running: 0, oldestQueuedSeconds: 0, liveInstances: 1 };
+  const sample = async () => {
+    try {
+      last = await readQueueStats(pool, config.agents.recoveryAfterMs);
+      queueMetrics.queued.set(last.queued);
+      queueMetrics.runningAll.set(last.running);
+      queueMetrics.oldestQueued.set(last.oldestQueuedSeconds);
+      deps.onStats?.(last);
+    } catch (err) {
+      deps.metrics.backgroundErrors.inc({ loop: "queue-stats" });
+      log.debug({ err }, "queue stats sample failed");
+    }
+  };
+  await sample();
+  const sampler = setInterval(() => void sample(), deps.statsIntervalMs ?? 2000);
+  sampler.unref();
+
+  return {
+    get running() {
+      return queue.running;
+    },
+    stats: () => last,
+    sweep: registry.sweep,
+    /** Stop fetching; running runs finish or are handed back; then leave. */
+    async stop() {
+      clearInterval(sampler);
+      await queue.stop();
+      cancels.stop();
+      await registry.stop();
+    },
+  };
+}
+
+export type AgentQueue = Awaited<ReturnType<typeof startAgentQueue>>;

@@ -1,0 +1,124 @@
+/**
+ * Instance liveness. Each instance heartbeats into `instances`; any live
+ * instance that finds one silent for `recoveryAfterMs` declares it dead (one
+ * winner, by a conditional UPDATE), releases the job locks of its worker pools
+ * (graphile-worker's force_unlock_workers) and hands its running runs back to
+ * the queue, so they run again elsewhere within seconds, not hours.
+ */
+import type { Pool } from "../db/pool.js";
+import type { Logger } from "../ops/logger.js";
+import type { Metrics } from "../ops/metrics.js";
+import { appendEvents } from "./runEvents.js";
+
+export interface InstanceRegistryDeps {
+  pool: Pool;
+  log: Logger;
+  metrics: Metrics;
+  instanceId: string;
+  version: string;
+  heartbeatMs: number;
+  recoveryAfterMs: number;
+  /** graphile-worker pool ids of this instance. */
+  workerIds(): string[];
+}
+
+export function createInstanceRegistry(deps: InstanceRegistryDeps) {
+  const { pool, log } = deps;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  let beating: Promise<void> = Promise.resolve();
+
+  async function heartbeat() {
+    await pool.query(
+      `insert into instances (id, version, pid, worker_ids) values ($1, $2, $3, $4)
+       on conflict (id) do update set heartbeat_at = now(), worker_ids = excluded.worker_ids`,
+      [deps.instanceId, deps.version, process.pid, deps.workerIds()],
+    );
+  }
+
+  /** Declares silent instances dead and releases what they held. Returns how many it recovered. */
+  async function sweep(): Promise<number> {
+    const dead = await pool.query<{ id: string; worker_ids: string[] }>(
+      `update instances set dead_at = now()
+       where dead_at is null and id <> $1 and heartbeat_at < now() - make_interval(secs => $2::double precision / 1000)
+       returning id, worker_ids`,
+      [deps.instanceId, deps.recoveryAfterMs],
+    );
+    for (const inst of dead.rows) {
+      const client = await pool.connect();
+      try {
+        await client.query("begin");
+        if (inst.worker_ids.length) await client.query("select graphile_worker.force_unlock_workers($1::text[])", [inst.worker_ids]);
+        const runs = await client.query<{ id: string; attempt: number }>(
+          `update runs set status = 'queued', instance_id = null, updated_at = now()
+           where instance_id = $1 and status = 'running' returning id, attempt`,
+          [inst.id],
+        );
+        for (const r of runs.rows) {
+          await appendEvents(client, r.id, r.attempt, [{ type: "status", data: { status: "queued", reason: "instance lost" } }]);
+        }
+        await client.query("commit");
+        log.warn({ instance: inst.id, workerIds: inst.worker_ids, runs: runs.rows.map((r) => r.id) }, "instance declared dead; its runs were handed back");
+      } catch (err) {
+        await client.query("rollback").catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    }
+    // Job locks held by a worker pool no live instance owns (it died before its
+    // first heartbeat named the pool): released once older than the recovery window.
+    await pool.query(
+      `select graphile_worker.force_unlock_workers(array_agg(distinct locked_by))
+       from graphile_worker.jobs
+       where locked_by is not null
+         and locked_at < now() - make_interval(secs => $1::double precision / 1000)
+         and locked_by <> all (coalesce((select array_agg(w) from instances, unnest(worker_ids) w where dead_at is null), '{}'))
+       having count(*) > 0`,
+      [deps.recoveryAfterMs],
+    );
+    // Forget instances long dead.
+    await pool.query("delete from instances where dead_at < now() - interval '1 day'");
+    return dead.rows.length;
+  }
+
+  async function tick() {
+    try {
+      await heartbeat();
+      await sweep();
+    } catch (err) {
+      deps.metrics.backgroundErrors.inc({ loop: "instance-heartbeat" });
+      log.warn({ err }, "heartbeat or recovery sweep failed");
+    }
+  }
+
+  return {
+    async start() {
+      await heartbeat();
+      const loop = () => {
+        if (stopped) return;
+        beating = tick().finally(() => {
+          if (!stopped) timer = setTimeout(loop, deps.heartbeatMs);
+        });
+      };
+      timer = setTimeout(loop, deps.heartbeatMs);
+    },
+    sweep,
+    /** Writes the heartbeat now (e.g. when a worker pool id becomes known). */
+    heartbeat,
+    /**
+     * Stops heartbeating and leaves as if silent since the epoch, so the next
+     * sweep elsewhere releases anything this instance could not hand back itself.
+     */
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await beating;
+      await pool
+        .query("update instances set heartbeat_at = to_timestamp(0) where id = $1", [deps.instanceId])
+        .catch((err: unknown) => log.warn({ err }, "could not mark this instance as gone"));
+    },
+  };
+}
+
+export type InstanceRegistry = ReturnType<typeof createInstanceRegistry>;

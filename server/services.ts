@@ -1,0 +1,120 @@
+/**
+ * What runs on the database once it is connected and migrated: the agents,
+ * the user-data API, the LISTEN connection and the job queue. Called by
+ * boot.ts; each acquisition registers its release (or drain) beside it.
+ */
+import os from "node:os";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { Router, type RequestHandler } from "express";
+import type { BootDeps } from "./boot.js";
+import type { Metrics } from "./ops/metrics.js";
+import type { Pool } from "./db/pool.js";
+import type { Autoscaler } from "./ops/autoscale.js";
+import { createCpuSampler, createMemorySampler } from "./ops/autoscale.js";
+import { createListener, type Listener } from "./db/listener.js";
+import { createLlmBudget } from "./agents/budget.js";
+import { createAgentRegistry } from "./agents/registry.js";
+import { createOrchestrator } from "./agents/orchestrator.js";
+import { createAgentsRouter } from "./agents/routes.js";
+import { agentsHealthCheck } from "./agents/health.js";
+import { createDataApi } from "./http/routes/api.js";
+import { startAgentQueue, type AgentQueue } from "./queue/index.js";
+import { sleep } from "./ops/releasers.js";
+
+/** /api prefixes served only once the database is ready. */
+export const DB_ROUTE_PREFIXES = ["/session", "/conversations", "/runs", "/agents"];
+
+/** Time kept back from the shutdown deadline for handing runs back and releasing. */
+const HAND_BACK_RESERVE_MS = 2500;
+
+export interface ServiceDeps extends BootDeps {
+  metrics: Metrics;
+  pool: Pool;
+  /** DATABASE_URL, or the embedded database's. */
+  databaseUrl: string;
+  /** A session-mode connection pool (DATABASE_DIRECT_URL), else the main pool. */
+  sessionPool: Pool;
+  dbRoutes: { set(handler: RequestHandler): void };
+  autoscaler: Autoscaler;
+}
+
+export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQueue | null; listener: Listener | null }> {
+  const { config, log, lifecycle, releasers, pool, autoscaler } = deps;
+  const instanceId = `${os.hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+
+  const budget = createLlmBudget(pool, config.openai.rateLimit);
+  const registry = createAgentRegistry(config, { budget });
+  const orchestrator = createOrchestrator(registry, config);
+  deps.addCheck(agentsHealthCheck(registry));
+
+  const api = Router();
+  api.use(createAgentsRouter(registry));
+  api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), agentNames: registry.names() }));
+  deps.dbRoutes.set(api);
+
+  // LISTEN needs a session connection: none through a transaction pooler
+  // without a direct URL, where cancels, streams and the queue poll instead.
+  const listenUrl = config.database.directUrl ?? (config.database.transactionPooler ? undefined : deps.databaseUrl);
+  let listener: Listener | null = null;
+  if (listenUrl) {
+    listener = createListener({ url: listenUrl, log, onError: () => deps.metrics.backgroundErrors.inc({ loop: "listener" }) });
+    listener.start();
+    const l = listener;
+    releasers.add("listener", () => l.stop());
+  }
+
+  const cpu = createCpuSampler();
+  const memory = createMemorySampler();
+  const observe = (queueDepth: number, liveInstances: number) =>
+    autoscaler.observe({ queueDepth, p95ResponseMs: autoscaler.p95ResponseMs(), cpuPercent: cpu(), memoryPercent: memory(), liveInstances });
+
+  let queue: AgentQueue | null = null;
+  if (config.agents.enabled) {
+    lifecycle.require("queue", "queue: starting");
+    const graceMs = Math.max(500, config.server.shutdownTimeoutMs - config.server.shutdownDelayMs - HAND_BACK_RESERVE_MS);
+    for (let delay = 250; !queue && !lifecycle.shutdownSignal.aborted; delay = Math.min(delay * 2, 5000)) {
+      try {
+        queue = await startAgentQueue({
+          config,
+          log,
+          metrics: deps.metrics,
+          pool,
+          workerPool: deps.sessionPool,
+          listener,
+          orchestrator,
+          instanceId,
+          graceMs,
+          onStats: (s) => observe(s.queued, s.liveInstances),
+        });
+      } catch (err) {
+        lifecycle.setComponent("queue", false, `queue: ${err instanceof Error ? err.message : String(err)}`);
+        log.warn({ err, retryInMs: delay }, "job queue did not start; retrying");
+        await sleep(delay, lifecycle.shutdownSignal);
+      }
+    }
+    if (!queue) return { queue, listener };
+    const q = queue;
+    lifecycle.setComponent("queue", true);
+    releasers.addDrain("job queue", async () => {
+      lifecycle.setComponent("queue", false, "queue: stopping");
+      await q.stop();
+    });
+    deps.addCheck({
+      name: "queue",
+      required: true,
+      run: async () => {
+        const s = q.stats();
+        return q.running ? { status: "up", instanceId, ...s } : { status: "down", error: "queue not running", instanceId, ...s };
+      },
+    });
+  } else {
+    const timer = setInterval(() => observe(0, 1), 2000);
+    timer.unref();
+    releasers.add("autoscale sampler", () => clearInterval(timer));
+  }
+
+  // mathjs builds its instances lazily; pay for it now rather than on the first message.
+  setImmediate(() => registry.math.warm());
+  return { queue, listener };
+}
