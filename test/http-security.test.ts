@@ -65,6 +65,16 @@ describe("helmet", () => {
     }
   });
 
+  it("relaxes script and style sources only under npm run dev (Vite's inline preamble), and never forces https upgrades", async () => {
+    for (const [env, inline] of [["development", true], ["production", false], ["test", false]] as const) {
+      const t = await start({ NODE_ENV: env });
+      const csp = parseCsp((await fetch(t.baseUrl + "/api/ping")).headers.get("content-security-policy"));
+      expect(csp.get("script-src")?.includes("'unsafe-inline'"), env).toBe(inline);
+      expect(csp.get("style-src")?.includes("'unsafe-inline'"), env).toBe(inline);
+      expect(csp.has("upgrade-insecure-requests"), env).toBe(false);
+    }
+  });
+
   it("uses wss when the trusted proxy says the page is https", async () => {
     const t = await start({ TRUST_PROXY: "1" });
     // fetch sets Host itself; node:http lets the test be the proxy that forwards the public host.

@@ -18,8 +18,9 @@ export function securityHeaders(config: Config): RequestHandler {
       useDefaults: true,
       directives: {
         defaultSrc: ["'self'"],
-        scriptSrc: ["'self'"],
-        styleSrc: ["'self'"],
+        // Dev only: Vite's React preamble is an inline script and its CSS arrives as <style>.
+        scriptSrc: config.env === "development" ? ["'self'", "'unsafe-inline'"] : ["'self'"],
+        styleSrc: config.env === "development" ? ["'self'", "'unsafe-inline'"] : ["'self'"],
         imgSrc: ["'self'", "data:"],
         fontSrc: ["'self'"],
         objectSrc: ["'none'"],
@@ -35,7 +36,8 @@ export function securityHeaders(config: Config): RequestHandler {
             return `${r.protocol === "https" ? "wss" : "ws"}://${host}`;
           },
         ],
-        upgradeInsecureRequests: config.production ? [] : null,
+        // Not set: it would break `npm start` served over plain http on a LAN address; HSTS covers HTTPS deployments.
+        upgradeInsecureRequests: null,
       },
     },
     strictTransportSecurity: config.production ? { maxAge: 365 * 24 * 60 * 60, includeSubDomains: true } : false,
