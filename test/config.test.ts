@@ -5,45 +5,14 @@
  * (.replit, README, .ci/run).
  */
 import { describe, it, expect, beforeAll } from "vitest";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { createHash } from "node:crypto";
-import os from "node:os";
+import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { loadConfig, ConfigError, ENV_VARIABLES, SECOND, MINUTE, type Config, type Env } from "../server/config.js";
-import { DIST_ENTRY, ROOT } from "./helpers/paths.js";
+import { ROOT } from "./helpers/paths.js";
 import { spawnServer } from "./helpers/spawnServer.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * `npm test` builds before vitest; a bare `vitest run` may find no build. Build
- * once, under a lock other test files share, and only when dist/index.js is
- * missing (rebuilding would pull chunks from under running servers).
- */
-async function ensureBuilt(): Promise<void> {
-  if (existsSync(DIST_ENTRY)) return;
-  const lock = path.join(os.tmpdir(), `esa-agents-build-${createHash("sha256").update(ROOT).digest("hex").slice(0, 12)}.lock`);
-  for (;;) {
-    try {
-      mkdirSync(lock);
-      break;
-    } catch {
-      if (existsSync(DIST_ENTRY) && !existsSync(lock)) return;
-      try {
-        if (Date.now() - statSync(lock).mtimeMs > 5 * MINUTE) rmSync(lock, { recursive: true, force: true });
-      } catch {
-        /* released meanwhile */
-      }
-      await sleep(500);
-    }
-  }
-  try {
-    if (!existsSync(DIST_ENTRY)) execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "pipe" });
-  } finally {
-    rmSync(lock, { recursive: true, force: true });
-  }
-}
 
 const SECRET_32 = "0123456789abcdef0123456789abcdef-secret";
 const PG_URL = "postgres://app:pw@db.example.com:5432/app?sslmode=require";
@@ -378,7 +347,6 @@ describe("process.env", () => {
 });
 
 describe("the built server with a bad config", () => {
-  beforeAll(ensureBuilt);
 
   /** Spawns dist/index.js; fails the test if it is still running after 10 s. */
   async function boot(env: Env) {

@@ -3,12 +3,7 @@
  * in production JSON lines at LOG_LEVEL (warn by default).
  */
 import { describe, it, expect, beforeAll, afterAll, afterEach } from "vitest";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
-import { createHash } from "node:crypto";
 import { createServer } from "node:net";
-import os from "node:os";
-import path from "node:path";
 import { Writable } from "node:stream";
 import { Router } from "express";
 import { loadConfig } from "../server/config.js";
@@ -16,35 +11,10 @@ import { createLogger } from "../server/ops/logger.js";
 import { startTestApp, type TestApp } from "./helpers/app.js";
 import { spawnServer, waitFor, type ServerProcess } from "./helpers/spawnServer.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { DIST_ENTRY, ROOT } from "./helpers/paths.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-/** Same as in config.test.ts: build only when dist/index.js is missing, under a shared lock. */
-async function ensureBuilt(): Promise<void> {
-  if (existsSync(DIST_ENTRY)) return;
-  const lock = path.join(os.tmpdir(), `esa-agents-build-${createHash("sha256").update(ROOT).digest("hex").slice(0, 12)}.lock`);
-  for (;;) {
-    try {
-      mkdirSync(lock);
-      break;
-    } catch {
-      if (existsSync(DIST_ENTRY) && !existsSync(lock)) return;
-      try {
-        if (Date.now() - statSync(lock).mtimeMs > 5 * 60_000) rmSync(lock, { recursive: true, force: true });
-      } catch {
-        /* released meanwhile */
-      }
-      await sleep(500);
-    }
-  }
-  try {
-    if (!existsSync(DIST_ENTRY)) execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "pipe" });
-  } finally {
-    rmSync(lock, { recursive: true, force: true });
-  }
-}
 
 /** A loopback port nothing listens on (just released). */
 async function freePort(): Promise<number> {
@@ -196,7 +166,6 @@ describe("createLogger levels", () => {
 describe("the built server in production", () => {
   let server: ServerProcess | undefined;
   let db: TestDatabase | undefined;
-  beforeAll(ensureBuilt);
   afterEach(async () => {
     await server?.stop();
     server = undefined;
