@@ -47,6 +47,7 @@ describe("loadConfig defaults (DESIGN.md's production config)", () => {
     expect(c.database).toEqual({
       url: undefined,
       directUrl: undefined,
+      transactionPooler: false,
       maxConnections: 20,
       idleTimeoutMs: 10 * SECOND,
       connectTimeoutMs: 5 * SECOND,
