@@ -19,7 +19,7 @@ export function createCancelWatch(opts: { pool: Pool; listener: Listener | null;
     watchers.delete(runId);
     for (const cb of set) cb();
   };
-  void opts.listener?.on(RUN_CANCEL_CHANNEL, (payload) => fire(payload));
+  const unlisten = opts.listener?.on(RUN_CANCEL_CHANNEL, (payload) => fire(payload));
   const poll = setInterval(() => {
     if (watchers.size === 0) return;
     opts.pool
@@ -42,14 +42,16 @@ export function createCancelWatch(opts: { pool: Pool; listener: Listener | null;
     },
     stop() {
       clearInterval(poll);
+      // The listener outlives the queue (it is shared): leave it as found.
+      void unlisten?.then((off) => off());
     },
   };
 }
 
 /**
- * POST /api/runs/:id/cancel. Idempotent: a finished run is returned as it is.
- * A queued run is cancelled here and its job removed; a running one is told
- * through NOTIFY (and the poll) and ends itself.
+ * POST /api/runs/:id/cancel. Idempotent: a finished run is returned as it is,
+ * untouched. A queued run is cancelled here and its job removed; a running one
+ * is marked and told through NOTIFY (and the poll), and ends itself.
  * Returns false when the run is not the caller's.
  */
 export async function requestCancel(pool: Pool, userId: string, runId: string): Promise<boolean> {
@@ -57,8 +59,7 @@ export async function requestCancel(pool: Pool, userId: string, runId: string): 
   try {
     await client.query("begin");
     const r = await client.query<{ status: string; attempt: number }>(
-      `update runs set cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
-       where id = $1 and user_id = $2 returning status, attempt`,
+      "select status, attempt from runs where id = $1 and user_id = $2 for update",
       [runId, userId],
     );
     const row = r.rows[0];
@@ -67,10 +68,16 @@ export async function requestCancel(pool: Pool, userId: string, runId: string): 
       return false;
     }
     if (row.status === "queued") {
+      await client.query(
+        `update runs set status = 'cancelled', cancel_requested_at = coalesce(cancel_requested_at, now()),
+           finished_at = now(), updated_at = now()
+         where id = $1`,
+        [runId],
+      );
       await client.query("select graphile_worker.remove_job($1)", [runId]);
-      await client.query("update runs set status = 'cancelled', finished_at = now() where id = $1 and status = 'queued'", [runId]);
       await appendEvents(client, runId, row.attempt, [{ type: "cancelled", data: {} }]);
     } else if (row.status === "running") {
+      await client.query("update runs set cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now() where id = $1", [runId]);
       await client.query(`select pg_notify('${RUN_CANCEL_CHANNEL}', $1)`, [runId]);
     }
     await client.query("commit");

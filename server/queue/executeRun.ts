@@ -4,6 +4,7 @@
  * `agents.retryAttempts` (our count, in `runs.failures`); interruptions
  * (shutdown) hand the run back without counting; a cancel ends it.
  */
+import type { PoolClient } from "pg";
 import type { Pool } from "../db/pool.js";
 import type { Config } from "../config.js";
 import type { Logger } from "../ops/logger.js";
@@ -57,26 +58,19 @@ export function createRunExecutor(deps: ExecutorDeps) {
   const { pool, config, instanceId, orchestrator } = deps;
   const maxAttempts = config.agents.retryAttempts + 1;
 
-  /** Marks a run cancelled (once) and writes its terminal event. */
-  async function finishCancelled(runId: string, attempt: number) {
-    const client = await pool.connect();
-    try {
-      await client.query("begin");
-      const r = await client.query(
-        `update runs set status = 'cancelled', finished_at = now(), updated_at = now()
-         where id = $1 and status in ('queued', 'running') returning id`,
-        [runId],
-      );
-      if (r.rowCount) await appendEvents(client, runId, attempt, [{ type: "cancelled", data: {} }]);
-      await client.query("commit");
-      return Boolean(r.rowCount);
-    } catch (err) {
-      await client.query("rollback").catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+  /** Marks a queued or running run cancelled (once) and writes its terminal event, in `client`'s transaction. */
+  async function markCancelled(client: PoolClient, runId: string, attempt: number): Promise<boolean> {
+    const r = await client.query(
+      `update runs set status = 'cancelled', finished_at = now(), updated_at = now()
+       where id = $1 and status in ('queued', 'running') returning id`,
+      [runId],
+    );
+    if (r.rowCount) await appendEvents(client, runId, attempt, [{ type: "cancelled", data: {} }]);
+    return Boolean(r.rowCount);
   }
+
+  /** Marks a run cancelled (once) and writes its terminal event. */
+  const finishCancelled = (runId: string, attempt: number) => transaction((client) => markCancelled(client, runId, attempt));
 
   async function history(run: ClaimedRun): Promise<{ content: string; turns: ChatTurn[] }> {
     const limit = deps.historyLimit ?? 20;
@@ -174,9 +168,9 @@ export function createRunExecutor(deps: ExecutorDeps) {
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       await writer.flush();
-      await finishSucceeded(run, text, usage.reported ? usage : null);
-      deps.metrics?.finished(agent, "succeeded", (performance.now() - started) / 1000);
-      log.info({ agent }, "run succeeded");
+      const outcome = await finishSucceeded(run, text, usage.reported ? usage : null);
+      if (outcome !== "superseded") deps.metrics?.finished(agent, outcome, (performance.now() - started) / 1000);
+      log.info({ agent }, outcome === "succeeded" ? "run succeeded" : outcome === "cancelled" ? "run cancelled" : "run finished by another attempt");
     } catch (raw) {
       writer.discard();
       await writer.flush().catch(() => undefined);
@@ -190,25 +184,25 @@ export function createRunExecutor(deps: ExecutorDeps) {
     }
   };
 
-  /** The assistant message, the run's success and its `done` event: one transaction. */
-  async function finishSucceeded(run: ClaimedRun, text: string, usage: { promptTokens: number; completionTokens: number } | null) {
-    const client = await pool.connect();
-    try {
-      await client.query("begin");
-      const r = await client.query<{ id: string; agent: string | null }>(
+  /**
+   * The assistant message, the run's success and its `done` event: one
+   * transaction. A cancel requested meanwhile wins (no message); another
+   * attempt having taken over (the run was recovered) leaves it alone.
+   */
+  async function finishSucceeded(
+    run: ClaimedRun,
+    text: string,
+    usage: { promptTokens: number; completionTokens: number } | null,
+  ): Promise<"succeeded" | "cancelled" | "superseded"> {
+    return transaction(async (client) => {
+      const state = await settleable(client, run);
+      if (state !== "running") return state;
+      const r = await client.query<{ agent: string | null }>(
         `update runs set status = 'succeeded', finished_at = now(), updated_at = now(),
-           prompt_tokens = $3, completion_tokens = $4, error_code = null, error_message = null
-         where id = $1 and attempt = $2 and status = 'running' and cancel_requested_at is null
-         returning id, agent`,
-        [run.id, run.attempt, usage?.promptTokens ?? null, usage?.completionTokens ?? null],
+           prompt_tokens = $2, completion_tokens = $3, error_code = null, error_message = null
+         where id = $1 returning agent`,
+        [run.id, usage?.promptTokens ?? null, usage?.completionTokens ?? null],
       );
-      if (!r.rowCount) {
-        // Cancelled in the last moment, or another attempt took over: no message from this one.
-        await client.query("rollback");
-        const cancelled = await pool.query("select 1 from runs where id = $1 and cancel_requested_at is not null", [run.id]);
-        if (cancelled.rowCount) await finishCancelled(run.id, run.attempt);
-        return;
-      }
       const m = await client.query<{ id: string }>(
         `insert into messages (conversation_id, user_id, role, content, run_id, agent)
          values ($1, $2, 'assistant', $3, $4, $5)
@@ -217,35 +211,57 @@ export function createRunExecutor(deps: ExecutorDeps) {
       );
       const messageId = m.rows[0]?.id ?? (await client.query<{ id: string }>("select id from messages where run_id = $1", [run.id])).rows[0]?.id;
       await appendEvents(client, run.id, run.attempt, [{ type: "done", data: { messageId } }]);
-      await client.query("commit");
-    } catch (err) {
-      await client.query("rollback").catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
+      return "succeeded";
+    });
+  }
+
+  /**
+   * Locks the run and says how this attempt may end it: "running" when it is
+   * still this attempt's to settle; "cancelled" when a cancel was requested
+   * (the run is marked cancelled here: a cancel that arrives while an attempt
+   * ends wins over its answer, retry, hand-back or failure); "superseded"
+   * when another attempt owns it now (recovered elsewhere) or it is over.
+   */
+  async function settleable(client: PoolClient, run: ClaimedRun): Promise<"running" | "cancelled" | "superseded"> {
+    const r = await client.query<{ cancel: boolean }>(
+      `select cancel_requested_at is not null as cancel from runs
+       where id = $1 and attempt = $2 and status = 'running' for update`,
+      [run.id, run.attempt],
+    );
+    const row = r.rows[0];
+    if (!row) return "superseded";
+    if (row.cancel) {
+      await markCancelled(client, run.id, run.attempt);
+      return "cancelled";
     }
+    return "running";
   }
 
   async function handleFailure(run: ClaimedRun, reason: unknown, agent: string, log: Logger, started: number) {
     const seconds = (performance.now() - started) / 1000;
-    if (reason instanceof RunAborted && reason.kind === "cancel") {
-      await finishCancelled(run.id, run.attempt);
+    const cancelled = () => {
       deps.metrics?.finished(agent, "cancelled", seconds);
       log.info("run cancelled");
+    };
+    // Another attempt owns the run now (it was recovered elsewhere): nothing of this one is recorded.
+    const superseded = () => log.warn({ err: reason }, "run attempt ended after another took over; not recorded");
+    if (reason instanceof RunAborted && reason.kind === "cancel") {
+      await finishCancelled(run.id, run.attempt);
+      cancelled();
       return;
     }
     if (reason instanceof RunAborted && reason.kind === "shutdown") {
       // An interruption: back to the queue at once, not counted.
-      await transaction(async (client) => {
-        const r = await client.query(
-          `update runs set status = 'queued', instance_id = null, updated_at = now()
-           where id = $1 and attempt = $2 and status = 'running' returning id`,
-          [run.id, run.attempt],
-        );
-        if (!r.rowCount) return;
+      const state = await transaction(async (client) => {
+        const s = await settleable(client, run);
+        if (s !== "running") return s;
+        await client.query(`update runs set status = 'queued', instance_id = null, updated_at = now() where id = $1`, [run.id]);
         await appendEvents(client, run.id, run.attempt, [{ type: "status", data: { status: "queued", reason: "interrupted" } }]);
         await client.query(scheduleRunSql, [run.id, new Date()]);
+        return s;
       });
+      if (state === "cancelled") return cancelled();
+      if (state === "superseded") return superseded();
       deps.metrics?.finished(agent, "interrupted", seconds);
       log.info("run interrupted by shutdown; handed back to the queue");
       return;
@@ -256,44 +272,54 @@ export function createRunExecutor(deps: ExecutorDeps) {
     if (retryable && failures < maxAttempts) {
       const delay = Math.max(retryAfterMs ?? 0, retryDelayMs(failures));
       const until = new Date(Date.now() + delay);
-      await transaction(async (client) => {
-        const r = await client.query(
-          `update runs set status = 'queued', failures = $3, error_code = $4, error_message = $5,
+      const state = await transaction(async (client) => {
+        const s = await settleable(client, run);
+        if (s !== "running") return s;
+        await client.query(
+          `update runs set status = 'queued', failures = $2, error_code = $3, error_message = $4,
              instance_id = null, updated_at = now()
-           where id = $1 and attempt = $2 and status = 'running' returning id`,
-          [run.id, run.attempt, failures, code, message],
+           where id = $1`,
+          [run.id, failures, code, message],
         );
-        if (!r.rowCount) return;
         await appendEvents(client, run.id, run.attempt, [
           { type: "status", data: { status: "retrying", attempt: failures + 1, of: maxAttempts, until: until.toISOString(), reason: message } },
         ]);
         await client.query(scheduleRunSql, [run.id, until]);
+        return s;
       });
+      if (state === "cancelled") return cancelled();
+      if (state === "superseded") return superseded();
       deps.metrics?.retried(agent);
       deps.metrics?.finished(agent, "retried", seconds);
       log.warn({ err: reason, code, failures, retryInMs: delay }, "run attempt failed; retrying");
       return;
     }
-    await transaction(async (client) => {
-      const r = await client.query(
-        `update runs set status = 'failed', failures = $3, error_code = $4, error_message = $5,
+    const state = await transaction(async (client) => {
+      const s = await settleable(client, run);
+      if (s !== "running") return s;
+      await client.query(
+        `update runs set status = 'failed', failures = $2, error_code = $3, error_message = $4,
            finished_at = now(), updated_at = now()
-         where id = $1 and attempt = $2 and status = 'running' returning id`,
-        [run.id, run.attempt, failures, code, message],
+         where id = $1`,
+        [run.id, failures, code, message],
       );
-      if (r.rowCount) await appendEvents(client, run.id, run.attempt, [{ type: "failed", data: { code, message } }]);
+      await appendEvents(client, run.id, run.attempt, [{ type: "failed", data: { code, message } }]);
+      return s;
     });
+    if (state === "cancelled") return cancelled();
+    if (state === "superseded") return superseded();
     deps.metrics?.failed(agent, code);
     deps.metrics?.finished(agent, "failed", seconds);
     log.warn({ err: reason, code, failures }, "run failed");
   }
 
-  async function transaction(fn: (client: import("pg").PoolClient) => Promise<void>) {
+  async function transaction<T>(fn: (client: PoolClient) => Promise<T>): Promise<T> {
     const client = await pool.connect();
     try {
       await client.query("begin");
-      await fn(client);
+      const result = await fn(client);
       await client.query("commit");
+      return result;
     } catch (err) {
       await client.query("rollback").catch(() => undefined);
       throw err;

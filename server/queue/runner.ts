@@ -3,7 +3,7 @@
  * of its own (the composition root owns signals), and an AbortSignal per job
  * that the executor turns into an interruption on shutdown.
  */
-import { EventEmitter } from "node:events";
+import { EventEmitter, setMaxListeners } from "node:events";
 import { run, Logger as WorkerLogger, type Runner, type Task, type WorkerEvents } from "graphile-worker";
 import type { Pool } from "../db/pool.js";
 import type { Logger } from "../ops/logger.js";
@@ -50,7 +50,14 @@ export async function startQueue(deps: QueueDeps): Promise<Queue> {
   events.on("pool:create", ({ workerPool }) => deps.onWorkerPoolId(workerPool.id));
   events.on("job:error", ({ job, error }) => log.warn({ err: error, jobId: job.id, task: job.task_identifier }, "job failed; graphile-worker will retry it"));
 
+  // graphile-worker gives every job of the pool the same abortSignal, and each
+  // running run listens on it: past 10 at once Node would warn of a leak.
+  let widened: AbortSignal | undefined;
   const task: Task = async (payload, helpers) => {
+    if (widened !== helpers.abortSignal) {
+      widened = helpers.abortSignal;
+      setMaxListeners(config.agents.maxConcurrentJobs + 10, widened);
+    }
     const runId = (payload as { runId?: unknown } | null)?.runId;
     if (typeof runId !== "string") {
       log.error({ payload }, "agent_run job without a runId; dropped");

@@ -32,6 +32,7 @@ export async function createTestDatabase(opts: { migrate?: boolean } = {}): Prom
   const url = withDatabase(admin, name);
   const pool = new pg.Pool({ ...clientConfigFromUrl(url), max: 4 });
   pool.on("error", () => undefined);
+  pool.on("connect", (client) => client.on("error", () => undefined));
   if (opts.migrate) await runMigrations(pool, path.join(ROOT, "migrations"), pino({ level: "silent" }));
   return {
     url,

@@ -87,7 +87,8 @@ export function createChatRouter(deps: ChatRouteDeps): Router {
     const posted = await messages.post(callerOf(req).id, id, body.content, body.agent);
     if (posted === "not_found") throw notFound("Conversation not found");
     if (posted === "overloaded") {
-      throw new AppError("overloaded", 503, "Too many runs are waiting; try again shortly", { headers: { "retry-after": "5" } });
+      // The message is written for the user: shown, unlike other 5xx messages.
+      throw new AppError("overloaded", 503, "Too many runs are waiting; try again shortly", { expose: true, headers: { "retry-after": "5" } });
     }
     res.status(202).json(posted);
   });

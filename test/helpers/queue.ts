@@ -1,0 +1,329 @@
+/**
+ * The agent job queue in-process for tests: startAgentQueue on a test
+ * database with a scripted Orchestrator. A message's content is its script
+ * (JSON), so a run's behaviour is fixed before its id is known; the
+ * orchestrator records every call (attempt, start, abort, end) and how many
+ * ran at once.
+ */
+import { Writable } from "node:stream";
+import { randomBytes } from "node:crypto";
+import { loadConfig, type Config, type Env } from "../../server/config.js";
+import { createLogger } from "../../server/ops/logger.js";
+import { createMetrics, type Metrics } from "../../server/ops/metrics.js";
+import { createPool, type Pool } from "../../server/db/pool.js";
+import { createListener, type Listener } from "../../server/db/listener.js";
+import { startAgentQueue, type AgentQueue } from "../../server/queue/index.js";
+import type { QueueStats } from "../../server/queue/stats.js";
+import { AgentError, type Orchestrator, type RoutedEvent } from "../../server/agents/types.js";
+import type { Client } from "./dataApi.js";
+import type { TestDatabase } from "./db.js";
+
+/** What the scripted agent does in one attempt, in this order. */
+export interface Step {
+  /** Waits until the test opens this gate (ScriptedAgents.open). */
+  gate?: string;
+  /** Text deltas. */
+  text?: string[];
+  /** Pause before each delta, ms; without it the deltas come all at once. */
+  delayMs?: number;
+  /** Pause after the text, ms. */
+  holdMs?: number;
+  /** Waits until the run's signal fires. */
+  hang?: boolean;
+  /** Awaits the test's hook of this name (ScriptedAgents.hook) with the run id. */
+  hook?: string;
+  usage?: { promptTokens: number; completionTokens: number };
+  /** Ends the attempt with this AgentError. */
+  fail?: { code: string; message: string; retryable: boolean; retryAfterMs?: number };
+}
+
+/** A message content that scripts its run: step i is attempt i + 1; the last step repeats. */
+export const scriptOf = (...steps: Step[]) => JSON.stringify({ steps });
+
+export interface AgentCall {
+  runId: string;
+  attempt: number;
+  /** performance.now() at the call. */
+  startedAt: number;
+  /** Date.now() at the call. */
+  startedAtMs: number;
+  /** performance.now() when the run's signal fired. */
+  abortedAt?: number;
+  abortReason?: unknown;
+  /** Date.now() when the scripted failure was thrown. */
+  failedAtMs?: number;
+  endedAt?: number;
+  outcome?: "done" | "failed" | "aborted";
+}
+
+/** Rejects with the signal's reason when it fires first. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(err as Error);
+      },
+    );
+  });
+}
+
+const sleep = (ms: number, signal: AbortSignal) => abortable(new Promise<void>((r) => setTimeout(r, ms)), signal);
+
+export function createScriptedAgents(agentName = "scripted") {
+  const calls: AgentCall[] = [];
+  const hooks = new Map<string, (runId: string) => Promise<void>>();
+  const gates = new Map<string, { promise: Promise<void>; open: () => void }>();
+  let running = 0;
+  let maxRunning = 0;
+  const gate = (name: string) => {
+    let g = gates.get(name);
+    if (!g) {
+      let open!: () => void;
+      const promise = new Promise<void>((r) => (open = r));
+      g = { promise, open };
+      gates.set(name, g);
+    }
+    return g;
+  };
+
+  const orchestrator: Orchestrator = {
+    agentNames: () => [agentName],
+    async *run(input, ctx): AsyncGenerator<RoutedEvent> {
+      const call: AgentCall = { runId: ctx.runId, attempt: ctx.attempt, startedAt: performance.now(), startedAtMs: Date.now() };
+      calls.push(call);
+      running++;
+      maxRunning = Math.max(maxRunning, running);
+      const onAbort = () => {
+        call.abortedAt = performance.now();
+        call.abortReason = ctx.signal.reason;
+      };
+      ctx.signal.addEventListener("abort", onAbort, { once: true });
+      try {
+        const { steps } = JSON.parse(input.content) as { steps: Step[] };
+        const step = steps[Math.min(ctx.attempt, steps.length) - 1] ?? {};
+        yield { type: "route", agent: agentName, reason: "scripted by the test" };
+        if (step.gate) await abortable(gate(step.gate).promise, ctx.signal);
+        for (const text of step.text ?? []) {
+          if (step.delayMs) await sleep(step.delayMs, ctx.signal);
+          yield { type: "text.delta", text };
+        }
+        if (step.holdMs) await sleep(step.holdMs, ctx.signal);
+        if (step.hang) await abortable(new Promise<never>(() => undefined), ctx.signal);
+        if (step.hook) {
+          const fn = hooks.get(step.hook);
+          if (!fn) throw new Error(`no hook ${step.hook}`);
+          await fn(ctx.runId);
+        }
+        if (step.usage) yield { type: "usage", ...step.usage };
+        if (step.fail) {
+          call.failedAtMs = Date.now();
+          const { code, message, ...opts } = step.fail;
+          throw new AgentError(code, message, opts);
+        }
+        call.outcome = "done";
+      } catch (err) {
+        call.outcome = ctx.signal.aborted ? "aborted" : "failed";
+        throw err;
+      } finally {
+        running--;
+        call.endedAt = performance.now();
+        ctx.signal.removeEventListener("abort", onAbort);
+      }
+    },
+  };
+
+  return {
+    orchestrator,
+    calls,
+    callsFor: (runId: string) => calls.filter((c) => c.runId === runId),
+    /** Lets every run waiting on `name` go on (now or when it gets there). */
+    open: (name: string) => gate(name).open(),
+    /** What a step with `hook: name` runs. */
+    hook: (name: string, fn: (runId: string) => Promise<void>) => void hooks.set(name, fn),
+    get running() {
+      return running;
+    },
+    get maxRunning() {
+      return maxRunning;
+    },
+  };
+}
+
+export type ScriptedAgents = ReturnType<typeof createScriptedAgents>;
+
+export interface TestQueueOptions {
+  /** Config env on top of NODE_ENV=test. */
+  env?: Env;
+  /** LISTEN through createListener (true) or none: cancels and jobs poll (default false). */
+  listener?: boolean;
+  graceMs?: number;
+  metrics?: Metrics;
+  onStats?: (stats: QueueStats) => void;
+  statsIntervalMs?: number;
+}
+
+export interface TestQueue {
+  queue: AgentQueue;
+  config: Config;
+  metrics: Metrics;
+  instanceId: string;
+  listener: Listener | null;
+  logLines: Record<string, unknown>[];
+  /** Stops the queue (runs finish or are handed back), then the listener and pools. Once. */
+  stop(): Promise<void>;
+}
+
+/** startAgentQueue on `db` with its own pools, as services.ts wires it. */
+export async function startTestQueue(db: TestDatabase, orchestrator: Orchestrator, opts: TestQueueOptions = {}): Promise<TestQueue> {
+  const config = loadConfig({ NODE_ENV: "test", LOG_LEVEL: "info", ...opts.env });
+  const logLines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString("utf8").split("\n")) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const log = createLogger(config, sink);
+  const metrics = opts.metrics ?? createMetrics({ defaultMetrics: false });
+  const max = config.agents.maxConcurrentJobs + 4;
+  const pool: Pool = createPool(config.database, db.url, log, { max, applicationName: "test-queue" });
+  const workerPool: Pool = createPool(config.database, db.url, log, { max, applicationName: "test-queue-worker" });
+  let listener: Listener | null = null;
+  if (opts.listener) {
+    listener = createListener({ url: db.url, log });
+    listener.start();
+  }
+  const instanceId = `test-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const queue = await startAgentQueue({
+    config,
+    log,
+    metrics,
+    pool,
+    workerPool,
+    listener,
+    orchestrator,
+    instanceId,
+    graceMs: opts.graceMs ?? 2000,
+    ...(opts.onStats ? { onStats: opts.onStats } : {}),
+    ...(opts.statsIntervalMs ? { statsIntervalMs: opts.statsIntervalMs } : {}),
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    queue,
+    config,
+    metrics,
+    instanceId,
+    listener,
+    logLines,
+    stop: () =>
+      (stopping ??= (async () => {
+        await queue.stop();
+        await listener?.stop();
+        await pool.end();
+        await workerPool.end();
+      })()),
+  };
+}
+
+/** Polls `fn` until it returns something other than undefined/false; fails after `timeoutMs` saying `what`. */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export interface RunRow {
+  id: string;
+  status: string;
+  attempt: number;
+  failures: number;
+  agent: string | null;
+  route_reason: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  prompt_tokens: number | null;
+  completion_tokens: number | null;
+  instance_id: string | null;
+  last_seq: number;
+  started_at: Date | null;
+  finished_at: Date | null;
+  cancel_requested_at: Date | null;
+}
+
+export async function runRow(db: TestDatabase, id: string): Promise<RunRow> {
+  const r = await db.pool.query<RunRow>("select * from runs where id = $1", [id]);
+  const row = r.rows[0];
+  if (!row) throw new Error(`no run ${id}`);
+  return row;
+}
+
+/** Waits until the run is in one of `statuses`; returns its row. */
+export const waitForStatus = (db: TestDatabase, id: string, statuses: string[], timeoutMs?: number) =>
+  waitFor(`run ${id} to be ${statuses.join(" or ")}`, async () => {
+    const row = await runRow(db, id);
+    return statuses.includes(row.status) ? row : undefined;
+  }, timeoutMs);
+
+export interface EventRow {
+  seq: number;
+  attempt: number;
+  type: string;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- event payloads are checked field by field
+  data: any;
+}
+
+export async function runEvents(db: TestDatabase, id: string): Promise<EventRow[]> {
+  const r = await db.pool.query<EventRow>("select seq, attempt, type, data from run_events where run_id = $1 order by seq", [id]);
+  return r.rows;
+}
+
+export async function assistantMessages(db: TestDatabase, runId: string): Promise<{ id: string; content: string; agent: string | null }[]> {
+  const r = await db.pool.query<{ id: string; content: string; agent: string | null }>(
+    "select id, content, agent from messages where run_id = $1 and role = 'assistant'",
+    [runId],
+  );
+  return r.rows;
+}
+
+/** The graphile-worker jobs keyed by the run id (at most one). */
+export async function jobsOf(db: TestDatabase, runId: string): Promise<{ id: string; run_at: Date; attempts: number; locked_at: Date | null }[]> {
+  const r = await db.pool.query<{ id: string; run_at: Date; attempts: number; locked_at: Date | null }>(
+    "select id::text, run_at, attempts, locked_at from graphile_worker.jobs where key = $1",
+    [runId],
+  );
+  return r.rows;
+}
+
+/**
+ * Waits until the run has no job. A finished attempt's job is completed by
+ * graphile-worker just after the task returns, so after the run's status.
+ */
+export const waitForNoJob = (db: TestDatabase, runId: string) =>
+  waitFor(`run ${runId}'s job to be gone`, async () => (await jobsOf(db, runId)).length === 0);
+
+/** A new conversation of `client`'s; returns its id. */
+export async function newConversation(client: Client): Promise<string> {
+  const res = await client.post("/api/conversations", { title: "queue test" });
+  if (res.status !== 201) throw new Error(`conversation: ${res.status} ${res.text}`);
+  return (res.body as { id: string }).id;
+}
+
+/** POSTs a message; returns the 202 body's run id and message id. */
+export async function postRun(client: Client, conversationId: string, content: string): Promise<{ runId: string; messageId: string; status: string }> {
+  const res = await client.post(`/api/conversations/${conversationId}/messages`, { content });
+  if (res.status !== 202) throw new Error(`message: ${res.status} ${res.text}`);
+  const body = res.body as { message: { id: string }; run: { id: string; status: string } };
+  return { runId: body.run.id, messageId: body.message.id, status: body.run.status };
+}

@@ -1,0 +1,144 @@
+/**
+ * Issue 4, point 2: a run executes on the in-process queue (real
+ * graphile-worker, LISTEN on): queued → running → succeeded with its attempt,
+ * instance and usage; every event in run_events with seq 1..n; deltas
+ * batched; exactly one assistant message holding the streamed text.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
+import { startDataApi, type DataApi } from "./helpers/dataApi.js";
+import {
+  assistantMessages,
+  createScriptedAgents,
+  jobsOf,
+  newConversation,
+  postRun,
+  runEvents,
+  runRow,
+  scriptOf,
+  startTestQueue,
+  waitFor,
+  waitForNoJob,
+  waitForStatus,
+  type EventRow,
+  type TestQueue,
+} from "./helpers/queue.js";
+
+let db: TestDatabase;
+let api: DataApi;
+let q: TestQueue;
+const agents = createScriptedAgents();
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrate: true });
+  api = await startDataApi(db);
+  q = await startTestQueue(db, agents.orchestrator, { listener: true, env: { RETRY_ATTEMPTS: "2" } });
+});
+afterAll(async () => {
+  await q?.stop();
+  await api?.close();
+  await db?.drop();
+});
+
+/** seq is 1..n without gaps and runs.last_seq is n. */
+async function expectGaplessSeq(runId: string, events: EventRow[]) {
+  expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+  expect((await runRow(db, runId)).last_seq).toBe(events.length);
+}
+
+describe("execute (point 2)", () => {
+  it("runs queued → running → succeeded, storing every event and one assistant message", async () => {
+    const client = api.client();
+    const conv = await newConversation(client);
+    const deltas = Array.from({ length: 30 }, (_, i) => `tok${i} `);
+    const posted = await postRun(client, conv, scriptOf({ gate: "exec", text: deltas, delayMs: 5, usage: { promptTokens: 12, completionTokens: 34 } }));
+    expect(posted.status).toBe("queued");
+    const { runId } = posted;
+
+    // Running, held at the gate (after routing): the run is claimed for this instance's first attempt.
+    await waitFor("the route event", async () => (await runEvents(db, runId)).some((e) => e.type === "route"));
+    const running = await runRow(db, runId);
+    expect(running).toMatchObject({ status: "running", attempt: 1, failures: 0, instance_id: q.instanceId, agent: "scripted" });
+    expect(running.started_at).toBeInstanceOf(Date);
+    expect((await client.get(`/api/runs/${runId}`)).body.status).toBe("running");
+
+    agents.open("exec");
+    const done = await waitForStatus(db, runId, ["succeeded", "failed", "cancelled"]);
+    expect(done).toMatchObject({
+      status: "succeeded",
+      attempt: 1,
+      failures: 0,
+      instance_id: q.instanceId,
+      agent: "scripted",
+      route_reason: "scripted by the test",
+      prompt_tokens: 12,
+      completion_tokens: 34,
+      error_code: null,
+    });
+    expect(done.finished_at).toBeInstanceOf(Date);
+    const dto = (await client.get(`/api/runs/${runId}`)).body;
+    expect(dto).toMatchObject({ status: "succeeded", attempt: 1, failures: 0, agent: "scripted", error: null, usage: { promptTokens: 12, completionTokens: 34 } });
+
+    const events = await runEvents(db, runId);
+    await expectGaplessSeq(runId, events);
+    expect(events.every((e) => e.attempt === 1)).toBe(true);
+    expect(events[0]).toMatchObject({ type: "status", data: { status: "running", attempt: 1, of: 3 } });
+    expect(events[1]).toMatchObject({ type: "route", data: { agent: "scripted", reason: "scripted by the test" } });
+    const texts = events.filter((e) => e.type === "text.delta").map((e) => e.data.text as string);
+    // Batched: fewer writes than deltas, the same text in the same order.
+    expect(texts.length).toBeGreaterThan(0);
+    expect(texts.length).toBeLessThan(deltas.length);
+    expect(texts.join("")).toBe(deltas.join(""));
+    expect(events.map((e) => e.type)).toEqual(["status", "route", ...texts.map(() => "text.delta"), "usage", "done"]);
+    expect(events.at(-2)?.data).toEqual({ promptTokens: 12, completionTokens: 34 });
+
+    const answers = await assistantMessages(db, runId);
+    expect(answers).toEqual([{ id: expect.any(String), content: deltas.join(""), agent: "scripted" }]);
+    expect(events.at(-1)?.data).toEqual({ messageId: answers[0]?.id });
+    const page = (await client.get(`/api/conversations/${conv}/messages`)).body;
+    expect(page.items.map((m: { role: string; content: string; runId: string | null }) => [m.role, m.runId])).toEqual([
+      ["user", null],
+      ["assistant", runId],
+    ]);
+    // The job is done with.
+    await waitForNoJob(db, runId);
+    expect(agents.callsFor(runId)).toHaveLength(1);
+  });
+
+  it("runs streaming side by side each get their own gapless seq and one answer", async () => {
+    const client = api.client();
+    const conv = await newConversation(client);
+    const runIds: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const text = Array.from({ length: 8 }, (_, k) => `r${i}-${k};`);
+      runIds.push((await postRun(client, conv, scriptOf({ text, delayMs: 15 }))).runId);
+    }
+    for (const runId of runIds) {
+      expect((await waitForStatus(db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
+      const events = await runEvents(db, runId);
+      await expectGaplessSeq(runId, events);
+      const i = runIds.indexOf(runId);
+      const expected = Array.from({ length: 8 }, (_, k) => `r${i}-${k};`).join("");
+      expect(events.filter((e) => e.type === "text.delta").map((e) => e.data.text as string).join("")).toBe(expected);
+      expect((await assistantMessages(db, runId)).map((m) => m.content)).toEqual([expected]);
+      // No usage reported: none stored.
+      expect(await runRow(db, runId)).toMatchObject({ prompt_tokens: null, completion_tokens: null });
+    }
+  });
+
+  it("an attempt that another attempt has taken over from (recovered elsewhere) writes no answer", async () => {
+    const client = api.client();
+    const conv = await newConversation(client);
+    const { runId } = await postRun(client, conv, scriptOf({ gate: "superseded", text: ["stale answer"] }));
+    await waitFor("the route event", async () => (await runEvents(db, runId)).some((e) => e.type === "route"));
+    // What recovery and a second instance's claim leave behind: the run belongs to attempt 2 now.
+    await db.pool.query("update runs set attempt = 2, instance_id = 'elsewhere' where id = $1", [runId]);
+    agents.open("superseded");
+    await waitFor("the first attempt to end", () => agents.callsFor(runId)[0]?.endedAt !== undefined);
+    await waitFor("the job to be done with", async () => (await jobsOf(db, runId)).length === 0);
+    expect(await runRow(db, runId)).toMatchObject({ status: "running", attempt: 2, instance_id: "elsewhere" });
+    expect(await assistantMessages(db, runId)).toEqual([]);
+    expect((await runEvents(db, runId)).map((e) => e.type)).not.toContain("done");
+    await db.pool.query("update runs set status = 'cancelled' where id = $1", [runId]);
+  });
+});

@@ -1,0 +1,197 @@
+/**
+ * Issue 4, point 3: failures count, interruptions do not. Retryable agent
+ * failures and timeouts retry up to RETRY_ATTEMPTS (our count in
+ * runs.failures, with backoff that honours retryAfterMs), then the run fails
+ * with a stable code; a non-retryable failure fails at once; each retry starts
+ * with `reset {attempt}`. A queue stopped mid-run hands the run back to
+ * `queued` without counting, and another queue completes it once.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
+import { startDataApi, type Client, type DataApi } from "./helpers/dataApi.js";
+import {
+  assistantMessages,
+  createScriptedAgents,
+  jobsOf,
+  newConversation,
+  postRun,
+  runEvents,
+  runRow,
+  scriptOf,
+  startTestQueue,
+  waitFor,
+  waitForNoJob,
+  waitForStatus,
+  type EventRow,
+  type TestQueue,
+} from "./helpers/queue.js";
+import { RunAborted } from "../server/queue/executeRun.js";
+
+let db: TestDatabase;
+let api: DataApi;
+let client: Client;
+let conv: string;
+const agents = createScriptedAgents();
+const FINISHED = ["succeeded", "failed", "cancelled"];
+
+beforeAll(async () => {
+  db = await createTestDatabase({ migrate: true });
+  api = await startDataApi(db);
+  client = api.client();
+  conv = await newConversation(client);
+});
+afterAll(async () => {
+  await api?.close();
+  await db?.drop();
+});
+
+/**
+ * Event types grouped by attempt. A failed attempt's text may or may not have
+ * been written before it failed (what was still batched is dropped: the next
+ * attempt's reset drops it on the client anyway), so `text` says whether to
+ * keep text.delta events.
+ */
+const typesByAttempt = (events: EventRow[], text = true) => {
+  const out: Record<number, string[]> = {};
+  for (const e of events) if (text || e.type !== "text.delta") (out[e.attempt] ??= []).push(e.type);
+  return out;
+};
+
+describe("failures count (RETRY_ATTEMPTS=2, JOB_TIMEOUT_MS=400)", () => {
+  let q: TestQueue;
+  beforeAll(async () => {
+    q = await startTestQueue(db, agents.orchestrator, { env: { RETRY_ATTEMPTS: "2", JOB_TIMEOUT_MS: "400" } });
+  });
+  afterAll(async () => {
+    await q?.stop();
+  });
+
+  // The runs below wait out real backoffs (1 s, 2 s); they run side by side.
+  describe.concurrent("", () => {
+    it("a retryable failure is retried RETRY_ATTEMPTS times, then the run fails with its code and message", async ({ expect }) => {
+      const fail = { code: "provider_unavailable", message: "The model provider is unavailable", retryable: true };
+      const { runId } = await postRun(client, conv, scriptOf({ text: ["partial "], fail }));
+      const run = await waitForStatus(db, runId, FINISHED);
+      expect(run).toMatchObject({ status: "failed", failures: 3, attempt: 3, error_code: fail.code, error_message: fail.message });
+      expect(run.finished_at).toBeInstanceOf(Date);
+      expect(agents.callsFor(runId).map((c) => c.attempt)).toEqual([1, 2, 3]);
+      expect((await client.get(`/api/runs/${runId}`)).body).toMatchObject({ status: "failed", failures: 3, error: { code: fail.code, message: fail.message } });
+
+      const events = await runEvents(db, runId);
+      expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+      expect(typesByAttempt(events, false)).toEqual({
+        1: ["status", "route", "status"],
+        2: ["reset", "status", "route", "status"],
+        3: ["reset", "status", "route", "failed"],
+      });
+      const retrying = events.filter((e) => e.type === "status" && e.data.status === "retrying").map((e) => e.data);
+      expect(retrying).toMatchObject([
+        { attempt: 2, of: 3, reason: fail.message },
+        { attempt: 3, of: 3, reason: fail.message },
+      ]);
+      expect(events.filter((e) => e.type === "reset").map((e) => e.data)).toEqual([{ attempt: 2 }, { attempt: 3 }]);
+      expect(events.at(-1)?.data).toEqual({ code: fail.code, message: fail.message });
+      expect(await assistantMessages(db, runId)).toEqual([]);
+      await waitForNoJob(db, runId);
+    });
+
+    it("a timeout counts as a failure with code timeout", async ({ expect }) => {
+      const { runId } = await postRun(client, conv, scriptOf({ hang: true }));
+      const run = await waitForStatus(db, runId, FINISHED);
+      expect(run).toMatchObject({ status: "failed", failures: 3, attempt: 3, error_code: "timeout" });
+      const calls = agents.callsFor(runId);
+      expect(calls).toHaveLength(3);
+      for (const c of calls) {
+        expect(c.outcome).toBe("aborted");
+        expect(c.abortReason).toBeInstanceOf(RunAborted);
+        expect((c.abortReason as RunAborted).kind).toBe("timeout");
+      }
+      const events = await runEvents(db, runId);
+      expect(events.filter((e) => e.type === "reset").map((e) => e.data)).toEqual([{ attempt: 2 }, { attempt: 3 }]);
+      expect(events.at(-1)).toMatchObject({ type: "failed", attempt: 3, data: { code: "timeout" } });
+      expect(await assistantMessages(db, runId)).toEqual([]);
+    });
+
+    it("a non-retryable failure fails the run at once", async ({ expect }) => {
+      const fail = { code: "bad_input", message: "That cannot be answered", retryable: false };
+      const { runId } = await postRun(client, conv, scriptOf({ fail }, { text: ["never"] }));
+      const run = await waitForStatus(db, runId, FINISHED);
+      expect(run).toMatchObject({ status: "failed", failures: 1, attempt: 1, error_code: fail.code, error_message: fail.message });
+      expect(agents.callsFor(runId)).toHaveLength(1);
+      const events = await runEvents(db, runId);
+      expect(events.map((e) => e.type)).toEqual(["status", "route", "failed"]);
+      expect(await assistantMessages(db, runId)).toEqual([]);
+      await waitForNoJob(db, runId);
+    });
+
+    it("the retry waits for retryAfterMs; the next attempt starts with reset and answers once", async ({ expect }) => {
+      const fail = { code: "rate_limited", message: "The provider asked us to slow down", retryable: true, retryAfterMs: 2500 };
+      const { runId } = await postRun(client, conv, scriptOf({ text: ["half an "], fail }, { text: ["a whole ", "answer"] }));
+
+      // Between the attempts: queued, the failure counted, the job due no sooner than retryAfterMs.
+      const between = await waitFor("the first failure", async () => {
+        const row = await runRow(db, runId);
+        return row.failures > 0 || FINISHED.includes(row.status) ? row : undefined;
+      });
+      expect(between).toMatchObject({ status: "queued", failures: 1, attempt: 1, error_code: fail.code });
+      const [first] = agents.callsFor(runId);
+      const failedAt = first?.failedAtMs ?? Infinity;
+      const [job] = await jobsOf(db, runId);
+      expect(job?.locked_at).toBeNull();
+      expect(job?.run_at.getTime()).toBeGreaterThanOrEqual(failedAt + fail.retryAfterMs);
+      const retrying = (await runEvents(db, runId)).at(-1);
+      expect(retrying).toMatchObject({ type: "status", data: { status: "retrying", attempt: 2, of: 3 } });
+      expect(Date.parse(retrying?.data.until as string)).toBe(job?.run_at.getTime());
+
+      const run = await waitForStatus(db, runId, FINISHED);
+      expect(run).toMatchObject({ status: "succeeded", failures: 1, attempt: 2, error_code: null, error_message: null });
+      const calls = agents.callsFor(runId);
+      expect(calls.map((c) => c.attempt)).toEqual([1, 2]);
+      expect(calls[1]?.startedAtMs).toBeGreaterThanOrEqual(job?.run_at.getTime() ?? Infinity);
+
+      const events = await runEvents(db, runId);
+      expect(typesByAttempt(events, false)).toEqual({
+        1: ["status", "route", "status"],
+        2: ["reset", "status", "route", "done"],
+      });
+      expect(events.filter((e) => e.attempt === 2 && e.type === "text.delta").map((e) => e.data.text as string).join("")).toBe("a whole answer");
+      expect(events.find((e) => e.type === "reset")?.data).toEqual({ attempt: 2 });
+      expect((await assistantMessages(db, runId)).map((m) => m.content)).toEqual(["a whole answer"]);
+    });
+  });
+});
+
+describe("interruptions do not count", () => {
+  it("a queue stopped mid-run hands the run back to queued uncounted; another queue completes it once", async () => {
+    const first = await startTestQueue(db, agents.orchestrator, { graceMs: 100, env: { RETRY_ATTEMPTS: "2" } });
+    let second: TestQueue | undefined;
+    try {
+      const { runId } = await postRun(client, conv, scriptOf({ text: ["partial "], hang: true }, { text: ["the full ", "answer"] }));
+      await waitFor("the first attempt's text to be stored", async () => (await runEvents(db, runId)).some((e) => e.type === "text.delta"));
+      await first.stop();
+
+      const call = agents.callsFor(runId)[0];
+      expect(call?.outcome).toBe("aborted");
+      expect((call?.abortReason as RunAborted).kind).toBe("shutdown");
+      const handedBack = await runRow(db, runId);
+      expect(handedBack).toMatchObject({ status: "queued", failures: 0, attempt: 1, instance_id: null, error_code: null });
+      expect((await runEvents(db, runId)).at(-1)).toMatchObject({ type: "status", attempt: 1, data: { status: "queued", reason: "interrupted" } });
+      const jobs = await jobsOf(db, runId);
+      expect(jobs).toHaveLength(1);
+      expect(jobs[0]?.locked_at).toBeNull();
+
+      second = await startTestQueue(db, agents.orchestrator, { env: { RETRY_ATTEMPTS: "2" } });
+      const run = await waitForStatus(db, runId, FINISHED);
+      expect(run).toMatchObject({ status: "succeeded", failures: 0, attempt: 2, instance_id: second.instanceId });
+      expect((await assistantMessages(db, runId)).map((m) => m.content)).toEqual(["the full answer"]);
+      const events = await runEvents(db, runId);
+      expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+      expect(typesByAttempt(events)[2]).toEqual(["reset", "status", "route", "text.delta", "done"]);
+      expect(events.filter((e) => e.attempt === 2)[1]?.data).toMatchObject({ status: "running", attempt: 1, of: 3 });
+      await waitForNoJob(db, runId);
+    } finally {
+      await first.stop();
+      await second?.stop();
+    }
+  });
+});
