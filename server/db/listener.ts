@@ -17,9 +17,12 @@ export function createListener(opts: { url: string; log: Logger; onError?: () =>
   let stopped = false;
   let connected = false;
   let loop: Promise<void> | null = null;
+  /** Cuts a reconnect backoff short when stop() is called. */
+  const stopping = new AbortController();
 
   async function connectOnce(): Promise<void> {
-    const c = new pg.Client({ ...clientConfigFromUrl(opts.url), application_name: "esa-agents-listen", keepAlive: true });
+    // A bounded connect: an unreachable host must not hold up a reconnect loop or stop().
+    const c = new pg.Client({ ...clientConfigFromUrl(opts.url), application_name: "esa-agents-listen", keepAlive: true, connectionTimeoutMillis: 10_000 });
     const lost = new Promise<void>((resolve) => {
       c.on("error", (err) => {
         opts.log.warn({ err }, "LISTEN connection failed");
@@ -42,7 +45,9 @@ export function createListener(opts: { url: string; log: Logger; onError?: () =>
     for (const ch of handlers.keys()) await c.query(`listen ${pg.escapeIdentifier(ch)}`);
     client = c;
     connected = true;
-    for (const hook of reconnectHooks) hook();
+    // stop() while connecting found no client to end: end it here.
+    if (stopped) void c.end().catch(() => undefined);
+    else for (const hook of reconnectHooks) hook();
     await lost;
     connected = false;
     client = null;
@@ -60,7 +65,7 @@ export function createListener(opts: { url: string; log: Logger; onError?: () =>
         opts.onError?.();
       }
       if (stopped) break;
-      await sleep(delay);
+      await sleep(delay, stopping.signal);
       delay = Math.min(delay * 2, 5000);
     }
   }
@@ -93,6 +98,7 @@ export function createListener(opts: { url: string; log: Logger; onError?: () =>
     },
     async stop() {
       stopped = true;
+      stopping.abort();
       await client?.end().catch(() => undefined);
       await loop;
     },

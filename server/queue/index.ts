@@ -10,7 +10,7 @@ import type { Metrics } from "../ops/metrics.js";
 import type { Orchestrator } from "../agents/types.js";
 import { createCancelWatch } from "./cancel.js";
 import { createRunExecutor } from "./executeRun.js";
-import { startQueue } from "./runner.js";
+import { startQueue, type Queue } from "./runner.js";
 import { createInstanceRegistry } from "./recovery.js";
 import { createQueueMetrics } from "./metrics.js";
 import { readQueueStats, type QueueStats } from "./stats.js";
@@ -50,20 +50,28 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     recoveryAfterMs: config.agents.recoveryAfterMs,
     workerIds: () => workerIds,
   });
-  await registry.start();
-  const queue = await startQueue({
-    pool: deps.workerPool,
-    config,
-    log,
-    executeRun,
-    graceMs: deps.graceMs,
-    pollIntervalMs: deps.listener ? 2000 : 500,
-    noPreparedStatements: deps.listener === null,
-    onWorkerPoolId: (id) => {
-      workerIds.push(id);
-      registry.heartbeat().catch((err: unknown) => log.warn({ err }, "heartbeat with the worker pool id failed"));
-    },
-  });
+  // services.ts retries a failed start: leave no heartbeat loop or cancel poll behind.
+  let queue: Queue;
+  try {
+    await registry.start();
+    queue = await startQueue({
+      pool: deps.workerPool,
+      config,
+      log,
+      executeRun,
+      graceMs: deps.graceMs,
+      pollIntervalMs: deps.listener ? 2000 : 500,
+      noPreparedStatements: deps.listener === null,
+      onWorkerPoolId: (id) => {
+        workerIds.push(id);
+        registry.heartbeat().catch((err: unknown) => log.warn({ err }, "heartbeat with the worker pool id failed"));
+      },
+    });
+  } catch (err) {
+    cancels.stop();
+    await registry.stop();
+    throw err;
+  }
 
   let last: QueueStats = { queued: 0, running: 0, oldestQueuedSeconds: 0, liveInstances: 1 };
   const sample = async () => {
@@ -91,9 +99,14 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     /** Stop fetching; running runs finish or are handed back; then leave. */
     async stop() {
       clearInterval(sampler);
-      await queue.stop();
-      cancels.stop();
-      await registry.stop();
+      try {
+        await queue.stop();
+      } finally {
+        // Even when graphile-worker's shutdown fails: a heartbeat left running
+        // would keep other instances from recovering what this one still holds.
+        cancels.stop();
+        await registry.stop();
+      }
     },
   };
 }

@@ -9,6 +9,7 @@ import type { Pool } from "../db/pool.js";
 import type { Logger } from "../ops/logger.js";
 import type { Metrics } from "../ops/metrics.js";
 import { appendEvents } from "./runEvents.js";
+import { scheduleRunSql } from "./enqueue.js";
 
 export interface InstanceRegistryDeps {
   pool: Pool;
@@ -28,26 +29,51 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
   let stopped = false;
   let beating: Promise<void> = Promise.resolve();
 
+  /**
+   * Writes this instance's heartbeat. An instance that was declared dead while
+   * it was only paused (CPU throttled, stopped, cut off from the database past
+   * the recovery window) is live again from here on: otherwise the orphan-lock
+   * release below would take every job it locks from now on away from it once
+   * the job runs longer than the recovery window.
+   */
   async function heartbeat() {
-    await pool.query(
-      `insert into instances (id, version, pid, worker_ids) values ($1, $2, $3, $4)
-       on conflict (id) do update set heartbeat_at = now(), worker_ids = excluded.worker_ids`,
+    const r = await pool.query<{ was_dead: Date | null }>(
+      `with prev as (select dead_at from instances where id = $1)
+       insert into instances (id, version, pid, worker_ids) values ($1, $2, $3, $4)
+       on conflict (id) do update set heartbeat_at = now(), worker_ids = excluded.worker_ids, dead_at = null
+       returning (select dead_at from prev) as was_dead`,
       [deps.instanceId, deps.version, process.pid, deps.workerIds()],
     );
+    const deadAt = r.rows[0]?.was_dead;
+    if (deadAt) {
+      log.warn(
+        { deadAt },
+        "this instance had been declared dead (silent past the recovery window) and is back; the runs it held were handed back and its attempts at them no longer count",
+      );
+    }
   }
 
-  /** Declares silent instances dead and releases what they held. Returns how many it recovered. */
+  /**
+   * Declares silent instances dead and releases what they held, in one
+   * transaction (a failure leaves them to the next sweep). Returns how many it
+   * recovered.
+   *
+   * A handed-back run gets a new job rather than its old, unlocked one: if the
+   * "dead" instance was only paused, it may yet finish its attempt, and
+   * graphile-worker then deletes the job it ran by id, whoever holds it now.
+   */
   async function sweep(): Promise<number> {
-    const dead = await pool.query<{ id: string; worker_ids: string[] }>(
-      `update instances set dead_at = now()
-       where dead_at is null and id <> $1 and heartbeat_at < now() - make_interval(secs => $2::double precision / 1000)
-       returning id, worker_ids`,
-      [deps.instanceId, deps.recoveryAfterMs],
-    );
-    for (const inst of dead.rows) {
-      const client = await pool.connect();
-      try {
-        await client.query("begin");
+    const client = await pool.connect();
+    const dead: { id: string; worker_ids: string[]; runs: string[] }[] = [];
+    try {
+      await client.query("begin");
+      const found = await client.query<{ id: string; worker_ids: string[] }>(
+        `update instances set dead_at = now()
+         where dead_at is null and id <> $1 and heartbeat_at < now() - make_interval(secs => $2::double precision / 1000)
+         returning id, worker_ids`,
+        [deps.instanceId, deps.recoveryAfterMs],
+      );
+      for (const inst of found.rows) {
         if (inst.worker_ids.length) await client.query("select graphile_worker.force_unlock_workers($1::text[])", [inst.worker_ids]);
         const runs = await client.query<{ id: string; attempt: number }>(
           `update runs set status = 'queued', instance_id = null, updated_at = now()
@@ -56,15 +82,20 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
         );
         for (const r of runs.rows) {
           await appendEvents(client, r.id, r.attempt, [{ type: "status", data: { status: "queued", reason: "instance lost" } }]);
+          await client.query("select graphile_worker.remove_job($1)", [r.id]);
+          await client.query(scheduleRunSql, [r.id, new Date()]);
         }
-        await client.query("commit");
-        log.warn({ instance: inst.id, workerIds: inst.worker_ids, runs: runs.rows.map((r) => r.id) }, "instance declared dead; its runs were handed back");
-      } catch (err) {
-        await client.query("rollback").catch(() => undefined);
-        throw err;
-      } finally {
-        client.release();
+        dead.push({ ...inst, runs: runs.rows.map((r) => r.id) });
       }
+      await client.query("commit");
+    } catch (err) {
+      await client.query("rollback").catch(() => undefined);
+      throw err;
+    } finally {
+      client.release();
+    }
+    for (const inst of dead) {
+      log.warn({ instance: inst.id, workerIds: inst.worker_ids, runs: inst.runs }, "instance declared dead; its runs were handed back");
     }
     // Job locks held by a worker pool no live instance owns (it died before its
     // first heartbeat named the pool): released once older than the recovery window.
@@ -79,7 +110,7 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
     );
     // Forget instances long dead.
     await pool.query("delete from instances where dead_at < now() - interval '1 day'");
-    return dead.rows.length;
+    return dead.length;
   }
 
   async function tick() {
