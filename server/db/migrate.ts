@@ -21,21 +21,27 @@ async function readJournal(folder: string): Promise<Journal> {
  * Applies pending migrations under an advisory lock, so instances starting
  * together migrate once and the rest wait, then find nothing to do; then
  * graphile-worker's own schema (it takes its own lock).
+ *
+ * The lock and the timeout are transaction-scoped: through a transaction
+ * pooler a session lock could be taken on one server connection and released
+ * on another, and stay held for ever. Drizzle's own BEGIN/COMMIT joins this
+ * transaction (PostgreSQL warns and carries on); its COMMIT ends it, lock
+ * included, once the migrations are in.
  */
 export async function runMigrations(pool: Pool, folder: string, log: Logger): Promise<void> {
   const client = await pool.connect();
   try {
-    await client.query("set statement_timeout = 0");
-    await client.query("select pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
-    try {
-      const started = Date.now();
-      await migrate(drizzle(client), { migrationsFolder: folder });
-      log.info({ ms: Date.now() - started }, "migrations applied");
-    } finally {
-      await client.query("select pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]);
-    }
+    await client.query("begin");
+    await client.query("set local statement_timeout = 0");
+    await client.query("select pg_advisory_xact_lock($1)", [MIGRATION_LOCK_KEY]);
+    const started = Date.now();
+    await migrate(drizzle(client), { migrationsFolder: folder });
+    // Usually a no-op (Drizzle committed); ends the transaction if it had nothing to do.
+    await client.query("commit");
+    log.info({ ms: Date.now() - started }, "migrations applied");
     client.release();
   } catch (err) {
+    await client.query("rollback").catch(() => undefined);
     client.release(true);
     throw err;
   }

@@ -63,7 +63,8 @@ export function createPool(
     max: opts.max ?? db.maxConnections,
     idleTimeoutMillis: db.idleTimeoutMs,
     connectionTimeoutMillis: db.connectTimeoutMs,
-    statement_timeout: db.statementTimeoutMs || undefined,
+    // Sent as a startup parameter, which a transaction pooler (PgBouncer, Neon) refuses.
+    statement_timeout: (db.transactionPooler && url === db.url) || !db.statementTimeoutMs ? undefined : db.statementTimeoutMs,
     application_name: opts.applicationName ?? "esa-agents",
     keepAlive: true,
   });

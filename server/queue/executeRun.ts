@@ -10,7 +10,7 @@ import type { Config } from "../config.js";
 import type { Logger } from "../ops/logger.js";
 import type { Orchestrator, ChatTurn } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
-import { appendEvents, createEventWriter } from "./runEvents.js";
+import { appendEvents, createEventWriter, AttemptSuperseded } from "./runEvents.js";
 import { scheduleRunSql } from "./enqueue.js";
 import type { QueueMetrics } from "./metrics.js";
 
@@ -174,6 +174,13 @@ export function createRunExecutor(deps: ExecutorDeps) {
     } catch (raw) {
       writer.discard();
       await writer.flush().catch(() => undefined);
+      if (raw instanceof AttemptSuperseded) {
+        // Another instance took the run over while this one was paused: stop, write nothing.
+        abort("shutdown");
+        deps.metrics?.finished(agent, "superseded", (performance.now() - started) / 1000);
+        log.warn("attempt superseded by a newer one; abandoned");
+        return;
+      }
       const reason = controller.signal.aborted ? controller.signal.reason : raw;
       await handleFailure(run, reason, agent, log, started);
     } finally {

@@ -7,6 +7,14 @@ export const RUN_EVENTS_CHANNEL = "run_events";
 
 type Queryable = Pick<Pool, "query"> | PoolClient;
 
+/** The attempt writing is no longer the run's current one (another took over after a pause). */
+export class AttemptSuperseded extends Error {
+  constructor(readonly runId: string, readonly attempt: number) {
+    super(`attempt ${attempt} of run ${runId} was superseded`);
+    this.name = "AttemptSuperseded";
+  }
+}
+
 /**
  * Appends events to a run's log in one statement: `runs.last_seq` hands out
  * the sequence numbers (per run, increasing, assigned by the database) and a
@@ -14,7 +22,7 @@ type Queryable = Pick<Pool, "query"> | PoolClient;
  */
 const APPEND_SQL = `
 with s as (
-  update runs set last_seq = last_seq + cardinality($3::text[]) where id = $1 returning last_seq
+  update runs set last_seq = last_seq + cardinality($3::text[]) where id = $1 and attempt = $2 returning last_seq
 ), ins as (
   insert into run_events (run_id, seq, attempt, type, data)
   select $1, s.last_seq - cardinality($3::text[]) + t.ord, $2, t.type, t.data
@@ -30,15 +38,21 @@ export interface PendingEvent {
   data: unknown;
 }
 
+/**
+ * Only the run's current attempt may write: a superseded one (an instance
+ * that was paused past the recovery window) gets AttemptSuperseded.
+ */
 export async function appendEvents(db: Queryable, runId: string, attempt: number, events: PendingEvent[]): Promise<number> {
   if (events.length === 0) return 0;
-  const r = await db.query<{ seq: number }>(APPEND_SQL, [
+  const r = await db.query<{ seq: number | null }>(APPEND_SQL, [
     runId,
     attempt,
     events.map((e) => e.type),
     events.map((e) => JSON.stringify(e.data ?? {})),
   ]);
-  return r.rows[0]?.seq ?? 0;
+  const seq = r.rows[0]?.seq;
+  if (seq === null || seq === undefined) throw new AttemptSuperseded(runId, attempt);
+  return seq;
 }
 
 /** How long text deltas are held to be written (and sent) together. */
