@@ -7,6 +7,7 @@
 import path from "node:path";
 import { existsSync } from "node:fs";
 import type { Server, IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Config } from "./config.js";
 import type { Logger } from "./ops/logger.js";
 import type { Lifecycle } from "./ops/lifecycle.js";
@@ -22,6 +23,9 @@ import { createAutoscaler } from "./ops/autoscale.js";
 import { startServices, DB_ROUTE_PREFIXES } from "./services.js";
 import type { EmbeddedPostgres } from "./db/embedded.js";
 
+/** Takes an http `upgrade` (WebSocket) request: answers it or hands it to `ws`. */
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void | Promise<void>;
+
 export interface BootDeps {
   config: Config;
   log: Logger;
@@ -32,6 +36,8 @@ export interface BootDeps {
   addCheck(check: HealthCheck): void;
   setMetrics(metrics: Metrics): void;
   setApp(handler: (req: IncomingMessage, res: ServerResponse) => void): void;
+  /** Upgrades are refused with 503 until one is set (and the process is ready). */
+  setUpgradeHandler(handler: UpgradeHandler): void;
 }
 
 /** Retries `fn` with capped exponential backoff until it succeeds or shutdown starts. */

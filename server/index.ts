@@ -5,6 +5,7 @@
  * quarter of a second. Owns every signal.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { writeHeapSnapshot } from "node:v8";
 import os from "node:os";
 import path from "node:path";
@@ -16,6 +17,8 @@ import { createReleasers } from "./ops/releasers.js";
 import { createProbeHandler, type HealthCheck } from "./ops/health.js";
 import type { Metrics } from "./ops/metrics.js";
 import { createShutdown } from "./ops/shutdown.js";
+import type { UpgradeHandler } from "./boot.js";
+import { refuseUpgrade } from "./realtime/refuse.js";
 
 const rootDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const config = loadConfigOrExit();
@@ -67,6 +70,26 @@ server.on("clientError", (err, socket) => {
   if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
   else socket.destroy();
 });
+
+// WebSocket upgrades: the realtime module (built with the database) takes
+// them once the process is ready; before that and while draining they are
+// refused with 503, so clients retry, on this instance or another.
+let upgrade: UpgradeHandler | null = null;
+server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  socket.on("error", (err) => log.debug({ err }, "upgrade socket error"));
+  // `npm run dev`: Vite's HMR socket shares this server and answers its own upgrades.
+  if (config.env === "development" && /\bvite-(hmr|ping)\b/.test(String(req.headers["sec-websocket-protocol"] ?? ""))) return;
+  if (lifecycle.phase === "draining" || lifecycle.phase === "stopped") {
+    return refuseUpgrade(socket, 503, "not_ready", "The server is shutting down; reconnect", { "retry-after": "1" });
+  }
+  if (!upgrade || lifecycle.phase !== "ready") {
+    return refuseUpgrade(socket, 503, "not_ready", "The server is starting; try again shortly", { "retry-after": "2" });
+  }
+  Promise.resolve(upgrade(req, socket, head)).catch((err: unknown) => {
+    log.error({ err }, "websocket upgrade failed");
+    socket.destroy();
+  });
+});
 server.on("error", (err) => {
   log.fatal({ err, port: config.server.port }, "http server failed");
   log.flush();
@@ -100,6 +123,9 @@ boot({
   rootDir,
   addCheck: (c) => checks.push(c),
   setMetrics: (m) => (metrics = m),
+  setUpgradeHandler: (handler) => {
+    upgrade = handler;
+  },
   setApp: (handler) => {
     app = handler;
     for (const [req, res] of waiting.splice(0)) handler(req, res);

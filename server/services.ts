@@ -19,6 +19,12 @@ import { createOrchestrator } from "./agents/orchestrator.js";
 import { createAgentsRouter } from "./agents/routes.js";
 import { agentsHealthCheck } from "./agents/health.js";
 import { createDataApi } from "./http/routes/api.js";
+import { createIdentity } from "./auth/identity.js";
+import { requestCancel } from "./queue/cancel.js";
+import { createRunHub } from "./realtime/hub.js";
+import { createRealtimeMetrics } from "./realtime/metrics.js";
+import { refuseUpgrade } from "./realtime/refuse.js";
+import { createRunEventsHandler } from "./realtime/sse.js";
 import { startAgentQueue, type AgentQueue } from "./queue/index.js";
 import { sleep } from "./ops/releasers.js";
 
@@ -48,11 +54,6 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
   const orchestrator = createOrchestrator(registry, config);
   deps.addCheck(agentsHealthCheck(registry));
 
-  const api = Router();
-  api.use(createAgentsRouter(registry));
-  api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), agentNames: registry.names() }));
-  deps.dbRoutes.set(api);
-
   // LISTEN needs a session connection: none through a transaction pooler
   // without a direct URL, where cancels, streams and the queue poll instead.
   const listenUrl = config.database.directUrl ?? (config.database.transactionPooler ? undefined : deps.databaseUrl);
@@ -62,6 +63,45 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
     listener.start();
     const l = listener;
     releasers.add("listener", () => l.stop());
+  } else {
+    log.info("no LISTEN connection (transaction pooler without DATABASE_DIRECT_URL): run streams, cancels and the queue poll");
+  }
+
+  // Run streams: one fan-out per process, shared by WebSocket and SSE.
+  const hub = createRunHub({ pool, listener, log, metrics: deps.metrics, instanceId });
+  await hub.start();
+  releasers.add("realtime hub", () => hub.stop());
+  const realtimeMetrics = createRealtimeMetrics(deps.metrics);
+  const identity = createIdentity({ config, log, pool, dataDir: path.join(deps.rootDir, ".data") });
+
+  const runEvents = createRunEventsHandler({ pool, hub, log, metrics: realtimeMetrics });
+  releasers.addDrain("SSE streams", () => runEvents.drain());
+
+  const api = Router();
+  api.use(createAgentsRouter(registry));
+  api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), identity, agentNames: registry.names(), runEvents }));
+  deps.dbRoutes.set(api);
+
+  if (config.features.websockets) {
+    // `ws` loads only here, off the path of the first page (see boot.ts).
+    const { createRealtimeServer } = await import("./realtime/wsServer.js");
+    const realtime = createRealtimeServer({
+      config,
+      log,
+      pool,
+      hub,
+      metrics: realtimeMetrics,
+      identify: identity.identify,
+      cancelRun: (userId, runId) => requestCancel(pool, userId, runId),
+    });
+    deps.setUpgradeHandler(realtime.handleUpgrade);
+    // Clients leave as soon as draining starts: they resume on another
+    // instance, from the same log, while runs here finish or are handed back.
+    releasers.addDrain("websocket clients", () => realtime.drain());
+    releasers.add("websocket server", () => realtime.close());
+    deps.addCheck({ name: "streams", required: false, run: async () => ({ status: "up", websockets: realtime.connections, sse: runEvents.open, runFeeds: hub.feeds }) });
+  } else {
+    deps.setUpgradeHandler((_req, socket) => refuseUpgrade(socket, 404, "not_found", "WebSockets are disabled on this server (ENABLE_WEBSOCKETS=false); use GET /api/runs/:id/events"));
   }
 
   const cpu = createCpuSampler();

@@ -1,13 +1,28 @@
 /**
  * The stream protocol: run events as stored in `run_events` and sent over
- * WebSocket and SSE, and the client's messages. One zod discriminated union
- * per direction.
+ * WebSocket (`/ws`) and Server-Sent Events (`GET /api/runs/:id/events`), and
+ * the client's messages. One zod discriminated union per direction.
+ *
+ * Resume: a client remembers the last `seq` it has shown per run and sends it
+ * as `after` when it subscribes again; the server replays exactly the events
+ * after it and then goes live, never sending a `seq` twice on one
+ * subscription. A `reset {attempt}` event means the run started over: drop the
+ * text shown for earlier attempts.
  */
 import { z } from "zod";
 
+/** The WebSocket endpoint on the main port. */
+export const WS_PATH = "/ws";
+
 /** Event payloads by type (the `data` column of run_events). */
 export const RunEventData = {
-  status: z.object({ status: z.enum(["queued", "running", "waiting", "retrying"]), until: z.string().optional(), attempt: z.number().optional(), of: z.number().optional(), reason: z.string().optional() }),
+  status: z.object({
+    status: z.enum(["queued", "running", "waiting", "retrying"]),
+    until: z.string().optional(),
+    attempt: z.number().optional(),
+    of: z.number().optional(),
+    reason: z.string().optional(),
+  }),
   route: z.object({ agent: z.string(), reason: z.string() }),
   reset: z.object({ attempt: z.number() }),
   "text.delta": z.object({ text: z.string() }),
@@ -21,25 +36,107 @@ export const RunEventData = {
 
 export type RunEventType = keyof typeof RunEventData;
 export const RUN_EVENT_TYPES = Object.keys(RunEventData) as RunEventType[];
+export const RunEventTypeSchema = z.enum(RUN_EVENT_TYPES as [RunEventType, ...RunEventType[]]);
+/** After one of these nothing more is written for the run; the server ends the subscription. */
 export const TERMINAL_EVENT_TYPES: ReadonlySet<RunEventType> = new Set(["done", "failed", "cancelled"]);
+export const isTerminalEvent = (t: string): boolean => TERMINAL_EVENT_TYPES.has(t as RunEventType);
 
 export type RunEventPayload<T extends RunEventType = RunEventType> = z.infer<(typeof RunEventData)[T]>;
 
-/** A stored event as the server sends it. */
-export interface RunEventMessage {
-  type: "event";
-  runId: string;
-  seq: number;
-  attempt: number;
-  event: RunEventType;
-  data: unknown;
-}
+/** Run statuses as `subscribed` reports them. */
+export const RUN_STATUS_VALUES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+
+/** A run id: a UUID, compared lower-cased. */
+const RunId = z.string().uuid();
+const Seq = z.number().int().min(0).max(2 ** 31 - 1);
+
+// ---------------------------------------------------------------- client → server
 
 export const ClientMessage = z.discriminatedUnion("type", [
-  z.strictObject({ type: z.literal("subscribe"), runId: z.string().uuid(), after: z.number().int().min(0).default(0) }),
-  z.strictObject({ type: z.literal("unsubscribe"), runId: z.string().uuid() }),
-  z.strictObject({ type: z.literal("cancel"), runId: z.string().uuid() }),
+  /** Start (or restart) the run's stream with the events after `after` (0: from the start). */
+  z.strictObject({ type: z.literal("subscribe"), runId: RunId, after: Seq.default(0) }),
+  z.strictObject({ type: z.literal("unsubscribe"), runId: RunId }),
+  /** Same as POST /api/runs/:id/cancel; the outcome arrives as a `cancelled` event. */
+  z.strictObject({ type: z.literal("cancel"), runId: RunId }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
-export type ServerMessage = RunEventMessage | { type: "error"; code: string; message: string; runId?: string };
+// ---------------------------------------------------------------- server → client
+
+/** The `code` of an `error` frame. */
+export const REALTIME_ERROR_CODES = [
+  /** Not JSON, not an object, unknown `type` or bad fields. */
+  "bad_request",
+  /** No such run, or not the caller's. */
+  "not_found",
+  /** Too many messages on this connection; the message was dropped. */
+  "rate_limited",
+  /** The connection has as many subscriptions as it may hold. */
+  "too_many_subscriptions",
+  "internal",
+] as const;
+export type RealtimeErrorCode = (typeof REALTIME_ERROR_CODES)[number];
+
+export const EventFrame = z.strictObject({
+  type: z.literal("event"),
+  runId: RunId,
+  /** Per run, increasing, assigned by the database. */
+  seq: Seq,
+  attempt: z.number().int(),
+  event: RunEventTypeSchema,
+  data: z.unknown(),
+});
+export type EventFrame = z.infer<typeof EventFrame>;
+
+export const ServerMessage = z.discriminatedUnion("type", [
+  EventFrame,
+  /** The subscription is registered; events after `after` follow. `lastSeq` is the run's last seq when it was checked. */
+  z.strictObject({ type: z.literal("subscribed"), runId: RunId, after: Seq, lastSeq: Seq, status: z.enum(RUN_STATUS_VALUES) }),
+  /** The subscription ended: asked for, or the run reached a terminal event (`reason: "finished"`). */
+  z.strictObject({ type: z.literal("unsubscribed"), runId: RunId, reason: z.enum(["requested", "finished"]) }),
+  z.strictObject({ type: z.literal("error"), code: z.enum(REALTIME_ERROR_CODES), message: z.string(), runId: RunId.optional() }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+/** Back-compat name for the event frame. */
+export type RunEventMessage = EventFrame;
+
+/** WebSocket close codes the server uses (RFC 6455 §7.4.1 and the IANA registry). */
+export const CLOSE_CODES = {
+  /** Too many malformed or unknown frames. */
+  policyViolation: 1008,
+  /** A frame above the 64 KB limit. */
+  messageTooBig: 1009,
+  /** The instance is shutting down: reconnect (to another instance) and resume. */
+  serviceRestart: 1012,
+  /** The client read too slowly; resume with `after` later. */
+  tryAgainLater: 1013,
+} as const;
+
+/**
+ * Text of a stream, as a client shows it: `text.delta` appended, `reset`
+ * dropping what earlier attempts wrote.
+ */
+export function applyTextEvent(text: string, frame: Pick<EventFrame, "event" | "data">): string {
+  switch (frame.event) {
+    case "reset":
+      return "";
+    case "text.delta": {
+      const delta = (frame.data as { text?: unknown } | null)?.text;
+      return typeof delta === "string" ? text + delta : text;
+    }
+    case "status":
+    case "route":
+    case "tool.call":
+    case "tool.result":
+    case "usage":
+    case "done":
+    case "failed":
+    case "cancelled":
+      return text;
+    default: {
+      const unreachable: never = frame.event;
+      throw new Error(`unknown event type ${String(unreachable)}`);
+    }
+  }
+}

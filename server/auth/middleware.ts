@@ -30,12 +30,47 @@ class KnownUsers {
   }
 }
 
+/** Which users exist, with a cache shared by the HTTP middleware and the WebSocket upgrade. */
+export function createUserDirectory(pool: Pool) {
+  const known = new KnownUsers();
+  return {
+    async exists(id: string): Promise<boolean> {
+      if (known.has(id)) return true;
+      const r = await pool.query("select 1 from users where id = $1", [id]);
+      if (r.rowCount) known.add(id);
+      return Boolean(r.rowCount);
+    },
+    /** A bearer token's subject becomes a user on its first request. */
+    async ensure(id: string): Promise<void> {
+      if (known.has(id)) return;
+      await pool.query("insert into users (id) values ($1) on conflict (id) do nothing", [id]);
+      known.add(id);
+    },
+    async create(): Promise<string> {
+      const created = await pool.query<{ id: string }>("insert into users default values returning id");
+      const id = created.rows[0]?.id;
+      if (!id) throw new AppError("internal", 500, "user insert returned no row", { expose: false });
+      known.add(id);
+      return id;
+    },
+  };
+}
+
+export type UserDirectory = ReturnType<typeof createUserDirectory>;
+
 export interface AuthDeps {
   pool: Pool;
   codec: SessionCodec;
   /** Absent: bearer tokens are refused. */
   jwt: Jwt | undefined;
   config: Config;
+  /** Shared with `identify` (default: a new one). */
+  users?: UserDirectory;
+}
+
+/** The session cookie's value: the `__Host-` name over HTTPS, else the plain one. */
+export function sessionCookie(cookieHeader: string | undefined, secure: boolean): string | undefined {
+  return readCookie(cookieHeader, secure ? SECURE_COOKIE_NAME : COOKIE_NAME) ?? readCookie(cookieHeader, COOKIE_NAME);
 }
 
 /**
@@ -44,15 +79,8 @@ export interface AuthDeps {
  * cookie. A tampered or expired cookie is treated as no cookie.
  */
 export function createAuthenticate(deps: AuthDeps): RequestHandler {
-  const known = new KnownUsers();
-  const { pool, codec, jwt } = deps;
-
-  async function exists(id: string): Promise<boolean> {
-    if (known.has(id)) return true;
-    const r = await pool.query("select 1 from users where id = $1", [id]);
-    if (r.rowCount) known.add(id);
-    return Boolean(r.rowCount);
-  }
+  const { codec, jwt } = deps;
+  const users = deps.users ?? createUserDirectory(deps.pool);
 
   function setCookie(req: Request, res: Response, userId: string, now: number) {
     const secure = req.secure;
@@ -74,26 +102,20 @@ export function createAuthenticate(deps: AuthDeps): RequestHandler {
       if (!jwt) throw new AppError("unauthorized", 401, "Bearer tokens are not enabled on this server (JWT_SECRET)");
       const result = await jwt.verify(auth.slice(7).trim());
       if ("error" in result) throw new AppError("unauthorized", 401, `Bearer token rejected: ${result.error}`);
-      if (!known.has(result.userId)) {
-        await pool.query("insert into users (id) values ($1) on conflict (id) do nothing", [result.userId]);
-        known.add(result.userId);
-      }
+      await users.ensure(result.userId);
       req.user = { id: result.userId, via: "bearer" };
       return next();
     }
 
     const now = Math.floor(Date.now() / 1000);
-    const raw = readCookie(req.headers.cookie, req.secure ? SECURE_COOKIE_NAME : COOKIE_NAME) ?? readCookie(req.headers.cookie, COOKIE_NAME);
+    const raw = sessionCookie(req.headers.cookie, req.secure);
     const session = raw ? codec.verify(raw, now) : null;
-    if (session && (await exists(session.userId))) {
+    if (session && (await users.exists(session.userId))) {
       req.user = { id: session.userId, via: "cookie" };
       if (session.expiresAt - now < SESSION_TTL_SECONDS / 2) setCookie(req, res, session.userId, now);
       return next();
     }
-    const created = await pool.query<{ id: string }>("insert into users default values returning id");
-    const id = created.rows[0]?.id;
-    if (!id) throw new AppError("internal", 500, "user insert returned no row", { expose: false });
-    known.add(id);
+    const id = await users.create();
     req.user = { id, via: "cookie" };
     setCookie(req, res, id, now);
     next();

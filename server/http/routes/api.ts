@@ -1,12 +1,9 @@
 import path from "node:path";
-import { Router } from "express";
+import { Router, type RequestHandler } from "express";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../ops/logger.js";
 import type { Pool } from "../../db/pool.js";
-import { resolveSecret } from "../../auth/secrets.js";
-import { createSessionCodec } from "../../auth/session.js";
-import { createJwt } from "../../auth/jwt.js";
-import { createAuthenticate, createCsrfGuard } from "../../auth/middleware.js";
+import { createIdentity, type Identity } from "../../auth/identity.js";
 import { createDb } from "../../data/db.js";
 import { createConversationStore } from "../../data/conversations.js";
 import { createMessageStore } from "../../data/messages.js";
@@ -23,31 +20,22 @@ export interface DataApiDeps {
   pool: Pool;
   /** Where generated secrets are kept when not configured (`<root>/.data`). */
   dataDir: string;
-  /** The registry's agent names (default: the built-in list). */
+  /** Shared with the WebSocket upgrade (default: a new one). */
+  identity?: Identity;
+  /** The agent names a message may ask for (default: the built-in list). */
   agentNames?: readonly string[];
+  /** `GET /runs/:id/events`, the run's stream as SSE (realtime/sse.ts); absent, the route is not served. */
+  runEvents?: RequestHandler;
 }
 
 /** Identity, CSRF and the user-data routes, on the database pool. */
 export function createDataApi(deps: DataApiDeps): Router {
   const { config, log, pool } = deps;
-  const sessionSecret = resolveSecret({
-    name: "session-secret",
-    envName: "SESSION_SECRET",
-    configured: config.security.sessionSecret,
-    dataDir: deps.dataDir,
-    log,
-  });
-  // Instances of a deployment must share the JWT secret; a per-machine
-  // generated one would only work on one of them, so there it is off.
-  const jwtSecret =
-    config.security.jwtSecret ??
-    (config.replitDeployment
-      ? undefined
-      : resolveSecret({ name: "jwt-secret", envName: "JWT_SECRET", configured: undefined, dataDir: deps.dataDir, log }));
-  if (!jwtSecret) log.warn("JWT_SECRET is not set; bearer tokens are refused");
+  const identity = deps.identity ?? createIdentity({ config, log, pool, dataDir: deps.dataDir });
   const db = createDb(pool);
   const router = Router();
-  router.use(DATA_PREFIXES, createAuthenticate({ pool, codec: createSessionCodec(sessionSecret), jwt: jwtSecret ? createJwt(jwtSecret) : undefined, config }), createCsrfGuard(config));
+  router.use(DATA_PREFIXES, identity.authenticate, identity.csrfGuard);
+  if (deps.runEvents) router.get("/runs/:id/events", deps.runEvents);
   router.use(
     createChatRouter({
       config,
