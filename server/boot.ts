@@ -18,9 +18,8 @@ import type { HealthCheck } from "./ops/health.js";
 import { startMetricsServer } from "./ops/metricsServer.js";
 import { createApp } from "./app.js";
 import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
-import { createDeferredRouter } from "./http/routes/deferred.js";
+import { createDeferredRouter, DB_ROUTE_PREFIXES } from "./http/routes/deferred.js";
 import { createAutoscaler } from "./ops/autoscale.js";
-import { startServices, DB_ROUTE_PREFIXES } from "./services.js";
 import type { EmbeddedPostgres } from "./db/embedded.js";
 
 /** Takes an http `upgrade` (WebSocket) request: answers it or hands it to `ws`. */
@@ -193,6 +192,8 @@ export async function boot(deps: BootDeps): Promise<void> {
     },
   });
 
+  // Loaded only now: agents (mathjs), the queue and the stream server are not needed to answer `/`.
+  const { startServices } = await import("./services.js");
   await startServices({ ...deps, metrics, pool, sessionPool, dbRoutes, autoscaler, databaseUrl: url });
 
   if (lifecycle.phase === "starting") {

@@ -28,8 +28,6 @@ import { createRunEventsHandler } from "./realtime/sse.js";
 import { startAgentQueue, type AgentQueue } from "./queue/index.js";
 import { sleep } from "./ops/releasers.js";
 
-/** /api prefixes served only once the database is ready. */
-export const DB_ROUTE_PREFIXES = ["/session", "/conversations", "/runs", "/agents"];
 
 /** Time kept back from the shutdown deadline for handing runs back and releasing. */
 const HAND_BACK_RESERVE_MS = 2500;

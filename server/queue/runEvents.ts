@@ -24,8 +24,8 @@ const APPEND_SQL = `
 with s as (
   update runs set last_seq = last_seq + cardinality($3::text[]) where id = $1 and attempt = $2 returning last_seq
 ), ins as (
-  insert into run_events (run_id, seq, attempt, type, data)
-  select $1, s.last_seq - cardinality($3::text[]) + t.ord, $2, t.type, t.data
+  insert into run_events (run_id, seq, attempt, type, data, created_at)
+  select $1, s.last_seq - cardinality($3::text[]) + t.ord, $2, t.type, t.data, clock_timestamp()
   from s, unnest($3::text[], $4::jsonb[]) with ordinality as t(type, data, ord)
   returning seq
 ), n as (

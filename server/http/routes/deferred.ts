@@ -31,3 +31,6 @@ export function createDeferredRouter(prefixes: string[]) {
     },
   };
 }
+
+/** /api prefixes served only once the database is ready. */
+export const DB_ROUTE_PREFIXES = ["/session", "/conversations", "/runs", "/agents"];
