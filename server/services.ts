@@ -152,7 +152,5 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
     releasers.add("autoscale sampler", () => clearInterval(timer));
   }
 
-  // mathjs builds its instances lazily; pay for it now rather than on the first message.
-  setImmediate(() => registry.math.warm());
   return { queue, listener };
 }

@@ -19,42 +19,42 @@ async function run(content: string) {
   return { events, text: events.map((e) => (e.type === "text.delta" ? e.text : "")).join("") };
 }
 
-function ok(expr: string) {
-  const r = engine.evaluate(expr);
+async function ok(expr: string) {
+  const r = await engine.evaluate(expr);
   if (!r.ok) throw new Error(`${expr}: ${r.error}`);
   return r.result;
 }
 
 describe("math engine: exact answers", () => {
-  it("big integers in full, not in exponent notation", () => {
-    expect(ok("2^64")).toBe("18446744073709551616");
-    expect(ok("2^200")).toBe("1606938044258990275541962092341162602522202993782792835301376");
-    expect(ok("0.1 + 0.2")).toBe("3/10 = 0.3");
+  it("big integers in full, not in exponent notation", async () => {
+    expect(await ok("2^64")).toBe("18446744073709551616");
+    expect(await ok("2^200")).toBe("1606938044258990275541962092341162602522202993782792835301376");
+    expect(await ok("0.1 + 0.2")).toBe("3/10 = 0.3");
   });
 
-  it("fractions: the exact ratio beside the decimal", () => {
-    expect(ok("1/3 + 1/6")).toBe("1/2 = 0.5");
-    expect(ok("1/3")).toBe("1/3 ≈ 0.333333333333333");
-    expect(ok("fraction(0.75) * 2")).toBe("3/2");
+  it("fractions: the exact ratio beside the decimal", async () => {
+    expect(await ok("1/3 + 1/6")).toBe("1/2 = 0.5");
+    expect(await ok("1/3")).toBe("1/3 ≈ 0.333333333333333");
+    expect(await ok("fraction(0.75) * 2")).toBe("3/2");
   });
 
-  it("units and conversions", () => {
-    expect(ok("5 cm + 2 inch")).toBe("10.08 cm");
-    expect(ok("5 km to mile")).toBe("3.10685596118667 mile");
-    expect(ok("2 kg * 9.8 m/s^2")).toBe("19.6 N");
+  it("units and conversions", async () => {
+    expect(await ok("5 cm + 2 inch")).toBe("10.08 cm");
+    expect(await ok("5 km to mile")).toBe("3.10685596118667 mile");
+    expect(await ok("2 kg * 9.8 m/s^2")).toBe("19.6 N");
   });
 
-  it("matrices", () => {
-    expect(ok("[1,2;3,4] * [5;6]")).toBe("[[17], [39]]");
-    expect(ok("det([1,2;3,4])")).toBe("-2");
-    expect(ok("inv([1,2;3,4])")).toBe("[[-2, 1], [1.5, -0.5]]");
+  it("matrices", async () => {
+    expect(await ok("[1,2;3,4] * [5;6]")).toBe("[[17], [39]]");
+    expect(await ok("det([1,2;3,4])")).toBe("-2");
+    expect(await ok("inv([1,2;3,4])")).toBe("[[-2, 1], [1.5, -0.5]]");
   });
 
-  it("simplify and derivative", () => {
-    expect(ok('simplify("2x + 3x")')).toBe("5 * x");
-    expect(ok('derivative("x^3 + 2x", "x")')).toBe("3 * x ^ 2 + 2");
-    expect(engine.simplify("2x + 3x")).toMatchObject({ ok: true, result: "5 * x" });
-    expect(engine.derivative("t^2 + 3t")).toMatchObject({ ok: true, result: "2 * t + 3", variable: "t" });
+  it("simplify and derivative", async () => {
+    expect(await ok('simplify("2x + 3x")')).toBe("5 * x");
+    expect(await ok('derivative("x^3 + 2x", "x")')).toBe("3 * x ^ 2 + 2");
+    expect(await engine.simplify("2x + 3x")).toMatchObject({ ok: true, result: "5 * x" });
+    expect(await engine.derivative("t^2 + 3t")).toMatchObject({ ok: true, result: "2 * t + 3", variable: "t" });
   });
 });
 
@@ -72,8 +72,8 @@ describe("math engine: restricted", () => {
     ['simplify("import(1)")', /not available/],
     ['derivative("f(x) = x", "x")', /no function definitions/],
     ["Unit", /not available/],
-  ])("%s is refused", (expr, message) => {
-    const r = engine.evaluate(expr);
+  ])("%s is refused", async (expr, message) => {
+    const r = await engine.evaluate(expr);
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.error).toMatch(message);
   });
@@ -92,24 +92,24 @@ describe("math engine: restricted", () => {
     }
   });
 
-  it("limits input length, matrix sizes, combinatorics and result size", () => {
-    expect(engine.evaluate("1+".repeat(300) + "1")).toMatchObject({ ok: false, error: expect.stringMatching(/longer than 500/) });
-    expect(engine.evaluate("zeros(1000, 1000)")).toMatchObject({ ok: false, error: expect.stringMatching(/limit is 1000/) });
-    expect(engine.evaluate("1:100000")).toMatchObject({ ok: false, error: expect.stringMatching(/limit is 1000/) });
-    expect(engine.evaluate("1e10!")).toMatchObject({ ok: false, error: expect.stringMatching(/limited/) });
+  it("limits input length, matrix sizes, combinatorics and result size", async () => {
+    expect(await engine.evaluate("1+".repeat(300) + "1")).toMatchObject({ ok: false, error: expect.stringMatching(/longer than 500/) });
+    expect(await engine.evaluate("zeros(1000, 1000)")).toMatchObject({ ok: false, error: expect.stringMatching(/limit is 1000/) });
+    expect(await engine.evaluate("1:100000")).toMatchObject({ ok: false, error: expect.stringMatching(/limit is 1000/) });
+    expect(await engine.evaluate("1e10!")).toMatchObject({ ok: false, error: expect.stringMatching(/limited/) });
     const small = createMathEngine({ maxResultChars: 20 });
-    expect(small.evaluate("2^100")).toMatchObject({ ok: false, error: expect.stringMatching(/too large to show/) });
+    expect(await small.evaluate("2^100")).toMatchObject({ ok: false, error: expect.stringMatching(/too large to show/) });
   });
 
-  it("a calculation past the CPU limit is stopped, and the engine still works after", () => {
+  it("a calculation past the CPU limit is stopped, and the engine still works after", async () => {
     const quick = createMathEngine({ timeoutMs: 200 });
-    expect(quick.evaluate("isPrime(10^60 + 7)")).toMatchObject({ ok: false, error: expect.stringMatching(/too long/) });
-    expect(quick.evaluate("2 + 2")).toMatchObject({ ok: true, result: "4" });
+    expect(await quick.evaluate("isPrime(10^60 + 7)")).toMatchObject({ ok: false, error: expect.stringMatching(/too long/) });
+    expect(await quick.evaluate("2 + 2")).toMatchObject({ ok: true, result: "4" });
   });
 
-  it("invalid input gets a plain message", () => {
-    expect(engine.evaluate("2 +")).toMatchObject({ ok: false });
-    expect(engine.evaluate("x + 1")).toMatchObject({ ok: false, error: "Undefined symbol x" });
+  it("invalid input gets a plain message", async () => {
+    expect(await engine.evaluate("2 +")).toMatchObject({ ok: false });
+    expect(await engine.evaluate("x + 1")).toMatchObject({ ok: false, error: "Undefined symbol x" });
   });
 });
 
@@ -123,12 +123,12 @@ describe("math phrasing", () => {
     expect(parseMathRequest("d/dt t^2")).toEqual({ kind: "derivative", expression: "t^2", variable: "t", explicit: true });
   });
 
-  it("tells calculations from other questions", () => {
+  it("tells calculations from other questions", async () => {
     for (const t of ["2+2", "what is 2^64", "what's 5 km in mile?", "(3*4)^2 =", "calculate the meaning of life", "sqrt(16)", "what is pi"]) {
-      expect(isMathQuestion(t, engine), t).toBe(true);
+      expect(await isMathQuestion(t, engine), t).toBe(true);
     }
     for (const t of ["what is love", "hello", "what is the capital of France?", "3 apples and 2 pears", "tell me about 1984", "what is a day"]) {
-      expect(isMathQuestion(t, engine), t).toBe(false);
+      expect(await isMathQuestion(t, engine), t).toBe(false);
     }
   });
 });

@@ -51,7 +51,7 @@ export function toChatMessages(history: ChatTurn[], content: string): ChatMessag
 }
 
 /** Runs one tool call; errors become a result the model can read. */
-function runTool(call: ToolCall, math: MathEngine): { args: unknown; result: string | null; error?: string } {
+async function runTool(call: ToolCall, math: MathEngine): Promise<{ args: unknown; result: string | null; error?: string }> {
   let args: unknown;
   try {
     args = call.arguments.trim() ? JSON.parse(call.arguments) : {};
@@ -61,7 +61,7 @@ function runTool(call: ToolCall, math: MathEngine): { args: unknown; result: str
   if (call.name !== "math") return { args, result: null, error: `Unknown tool ${call.name}` };
   const expression = (args as { expression?: unknown } | null)?.expression;
   if (typeof expression !== "string") return { args, result: null, error: "Missing the expression argument" };
-  const outcome = math.evaluate(expression);
+  const outcome = await math.evaluate(expression);
   return outcome.ok ? { args, result: outcome.result } : { args, result: null, error: outcome.error };
 }
 
@@ -117,7 +117,7 @@ export function createAssistantAgent(deps: AssistantDeps): Agent {
           tool_calls: calls.map((c) => ({ id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } })),
         });
         for (const call of calls) {
-          const { args, result, error } = runTool(call, deps.math);
+          const { args, result, error } = await runTool(call, deps.math);
           yield { type: "tool.call", id: call.id, name: call.name, args };
           yield { type: "tool.result", id: call.id, name: call.name, result, ...(error ? { error } : {}) };
           ctx.log.debug({ tool: call.name, ok: !error }, "tool call answered");

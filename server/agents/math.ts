@@ -51,17 +51,30 @@ export function parseMathRequest(text: string): MathRequest | null {
 }
 
 /**
- * The routing rule: a keyword, or an expression with a number in it (or a
- * function call, or a lone constant) made only of names mathjs knows.
- * "what is love" and "3 apples" are not math; "what is 2^64" is.
+ * The cheap, synchronous half of the routing rule: `true` for a keyword
+ * (math answers it, whatever follows), `false` when the message cannot be
+ * math, else the expression the engine must still read. An expression needs a
+ * number in it, a function call or a lone constant, so "hello" and "tell me a
+ * story" are decided here and never load mathjs.
  */
-export function isMathQuestion(text: string, engine: MathEngine): boolean {
+export function mathCandidate(text: string): boolean | string {
   const req = parseMathRequest(text);
   if (!req) return false;
   if (req.explicit) return true;
   const expr = req.expression.trim();
   const looksNumeric = /\d/.test(expr) || /^[A-Za-z]\w*\s*\(/.test(expr) || CONSTANTS.has(expr.toLowerCase());
-  return looksNumeric && engine.isCalculation(expr);
+  return looksNumeric ? expr : false;
+}
+
+/**
+ * The routing rule: a keyword, or an expression with a number in it (or a
+ * function call, or a lone constant) made only of names mathjs knows.
+ * "what is love" and "3 apples" are not math; "what is 2^64" is. Only the
+ * second case asks the engine (loading mathjs on first use).
+ */
+export async function isMathQuestion(text: string, engine: MathEngine): Promise<boolean> {
+  const candidate = mathCandidate(text);
+  return typeof candidate === "string" ? engine.isCalculation(candidate) : candidate;
 }
 
 export const MATH_DESCRIPTION =
@@ -70,13 +83,13 @@ export const MATH_DESCRIPTION =
 const HELP = "Try an expression such as `2^64`, `1/3 + 1/6`, `5 km to mile`, `det([1,2;3,4])`, `simplify 2x + 3x` or `derivative of x^3`.";
 
 /** The answer text for one request. */
-export function answerMath(req: MathRequest, engine: MathEngine): { text: string; outcome: MathOutcome } {
+export async function answerMath(req: MathRequest, engine: MathEngine): Promise<{ text: string; outcome: MathOutcome }> {
   const outcome =
     req.kind === "simplify"
-      ? engine.simplify(req.expression)
+      ? await engine.simplify(req.expression)
       : req.kind === "derivative"
-        ? engine.derivative(req.expression, req.variable)
-        : engine.evaluate(req.expression);
+        ? await engine.derivative(req.expression, req.variable)
+        : await engine.evaluate(req.expression);
   if (!outcome.ok) return { outcome, text: `I couldn't work that out: ${outcome.error.replace(/\.?$/, ".")} ${HELP}` };
   const text =
     req.kind === "simplify"
@@ -104,7 +117,7 @@ export function createMathAgent(engine: MathEngine): Agent {
         yield* streamWords(`There is no expression to work out. ${HELP}`, ctx.signal);
         return;
       }
-      const { text, outcome } = answerMath(req, engine);
+      const { text, outcome } = await answerMath(req, engine);
       ctx.log.debug({ kind: req.kind, ok: outcome.ok }, "math answered");
       yield* streamWords(text, ctx.signal);
     },

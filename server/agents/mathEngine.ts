@@ -9,24 +9,13 @@
  * and the functions that allocate matrices refuse sizes past a limit.
  */
 import vm from "node:vm";
-import { create, type MathJsInstance, type MathNode } from "mathjs";
-import {
-  DEFAULT_LIMITS,
-  MathInputError,
-  createRestrictedMath,
-  elementsOf,
-  factories,
-  isBig,
-  isKnownSymbol,
-  isMatrixLike,
-  isSymbolNode,
-  parseSafe,
-  type Namespace,
-  type Restricted,
-  type RestrictedLimits,
-} from "./mathRestricted.js";
+import type { MathJsInstance, MathNode } from "mathjs";
+import { DEFAULT_LIMITS, MathInputError, type RestrictedLimits } from "./mathLimits.js";
+// Types only: the module itself (and mathjs with it) loads on first use, see `load`.
+import type * as RestrictedModule from "./mathRestricted.js";
+import type { Namespace, Restricted } from "./mathRestricted.js";
 
-export { MathInputError } from "./mathRestricted.js";
+export { MathInputError } from "./mathLimits.js";
 
 export interface MathEngineOptions extends Partial<RestrictedLimits> {
   /** Longest answer shown, characters. Default 2,000. */
@@ -41,20 +30,34 @@ export type MathOutcome =
   | { ok: false; expression: string; error: string };
 
 export interface MathEngine {
-  evaluate(expression: string): MathOutcome;
-  simplify(expression: string): MathOutcome;
-  derivative(expression: string, variable?: string): MathOutcome;
+  evaluate(expression: string): Promise<MathOutcome>;
+  simplify(expression: string): Promise<MathOutcome>;
+  derivative(expression: string, variable?: string): Promise<MathOutcome>;
   /**
    * Whether `expression` reads as a calculation: it parses, passes the checks
    * and names only known functions, constants and units. Never evaluates.
    */
+  isCalculation(expression: string): Promise<boolean>;
+  /** Loads mathjs and builds the instances now (a few hundred ms, ~90 MB) rather than on the first calculation. */
+  warm(): Promise<void>;
+  /** Whether mathjs has been loaded and the instances built (by warm or a first calculation). */
+  isLoaded(): boolean;
+}
+
+/** mathRestricted.ts once loaded: the restricted instances and their checks. */
+type Lib = typeof RestrictedModule;
+
+/** The engine once mathjs is loaded: everything that touches it, synchronous. */
+interface LoadedEngine {
+  evaluate(expression: string): MathOutcome;
+  simplify(expression: string): MathOutcome;
+  derivative(expression: string, variable?: string): MathOutcome;
   isCalculation(expression: string): boolean;
-  /** Builds the mathjs instances now (a few hundred ms) rather than on the first message. */
   warm(): void;
 }
 
-function formatNumber(math: MathJsInstance, v: unknown): string {
-  if (isBig(v)) {
+function formatNumber(lib: Lib, math: MathJsInstance, v: unknown): string {
+  if (lib.isBig(v)) {
     const b = v as unknown as { isInteger(): boolean; isFinite(): boolean; abs(): { lt(n: string): boolean }; toFixed(d: number): string };
     // Exact integers print in full (2^64 = 18446744073709551616, not 1.8e19).
     if (b.isFinite() && b.isInteger() && b.abs().lt("1e64")) return b.toFixed(0);
@@ -63,17 +66,17 @@ function formatNumber(math: MathJsInstance, v: unknown): string {
   return math.format(v, { precision: 15, lowerExp: -9, upperExp: 21 });
 }
 
-function formatValue(math: MathJsInstance, v: unknown, maxElements: number): string {
+function formatValue(lib: Lib, math: MathJsInstance, v: unknown, maxElements: number): string {
   if (typeof v === "function") throw new MathInputError("That names a function; call it with arguments, e.g. sqrt(16)");
   if (v === undefined || v === null) throw new MathInputError("That expression has no value");
   if (typeof v === "string") return v;
   if (typeof v === "boolean") return String(v);
-  if (Array.isArray(v) || isMatrixLike(v)) {
-    const n = elementsOf(v);
+  if (Array.isArray(v) || lib.isMatrixLike(v)) {
+    const n = lib.elementsOf(v);
     if (n > maxElements) throw new MathInputError(`The result has ${n} elements; the limit is ${maxElements}`);
-    return math.format(v, (x: unknown) => formatNumber(math, x));
+    return math.format(v, (x: unknown) => formatNumber(lib, math, x));
   }
-  if (isBig(v) || typeof v === "number") return formatNumber(math, v);
+  if (lib.isBig(v) || typeof v === "number") return formatNumber(lib, math, v);
   if (math.isFraction(v)) return math.format(v, { fraction: "ratio" });
   if (math.isNode(v)) return v.toString();
   return math.format(v, { precision: 15, lowerExp: -9, upperExp: 21 });
@@ -84,8 +87,59 @@ const WARM_UP = ["1 + 2 * 3 / 4 - 5", "2^64", "sqrt(2)", "5 cm to inch", "det([1
 
 const DEFAULTS: Required<MathEngineOptions> = { ...DEFAULT_LIMITS, maxResultChars: 2000, timeoutMs: 1000 };
 
+/** Why an expression is refused before anything is worked out (empty, too long); null when it may go on. */
+function inputProblem(expr: string, opts: Required<MathEngineOptions>): string | null {
+  if (!expr) return "There is no expression to work out";
+  if (expr.length > opts.maxInputLength) return `The expression is longer than ${opts.maxInputLength} characters`;
+  return null;
+}
+
+/**
+ * The engine. Importing this module does not load mathjs: the first call that
+ * needs it (or `warm`) imports mathRestricted.ts, which holds the only static
+ * mathjs import, and builds the instances. Input refused on its face (empty,
+ * too long) is answered without loading it.
+ */
 export function createMathEngine(options: MathEngineOptions = {}): MathEngine {
   const opts: Required<MathEngineOptions> = { ...DEFAULTS, ...options };
+  let loaded: LoadedEngine | null = null;
+  let loading: Promise<LoadedEngine> | null = null;
+
+  /** One import however many calls arrive while it runs; a failed import is tried again by the next call. */
+  const load = (): Promise<LoadedEngine> =>
+    (loading ??= (async () => {
+      try {
+        const engine = createLoadedEngine(await import("./mathRestricted.js"), opts);
+        engine.warm();
+        return (loaded = engine);
+      } catch (err) {
+        loading = null;
+        throw err;
+      }
+    })());
+
+  const refused = (expression: string): MathOutcome | null => {
+    const expr = expression.trim();
+    const problem = inputProblem(expr, opts);
+    return problem === null ? null : { ok: false, expression: expr, error: problem };
+  };
+
+  return {
+    evaluate: async (expression) => refused(expression) ?? (await load()).evaluate(expression),
+    simplify: async (expression) => refused(expression) ?? (await load()).simplify(expression),
+    derivative: async (expression, variable) => refused(expression) ?? (await load()).derivative(expression, variable),
+    async isCalculation(expression) {
+      if (inputProblem(expression.trim(), opts) !== null) return false;
+      return (await load()).isCalculation(expression);
+    },
+    warm: async () => void (await load()),
+    isLoaded: () => loaded !== null,
+  };
+}
+
+/** The synchronous engine over a loaded mathRestricted.ts: the instances, the CPU limit, the formatting. */
+function createLoadedEngine(lib: Lib, opts: Required<MathEngineOptions>): LoadedEngine {
+  const { parseSafe } = lib;
   let state: { big: Restricted; frac: Restricted } | null = null;
   let job: (() => unknown) | null = null;
   const context = vm.createContext({ run: () => job?.() });
@@ -98,17 +152,17 @@ export function createMathEngine(options: MathEngineOptions = {}): MathEngine {
    */
   const instances = () => {
     if (!state) {
-      const symbolic = create(factories);
+      const symbolic = lib.createSymbolicMath();
       const next = {
         // BigNumber with 64 digits: exact big integers and decimals (0.1 + 0.2 = 0.3).
-        big: createRestrictedMath({ number: "BigNumber", precision: 64 }, opts, symbolic),
+        big: lib.createRestrictedMath({ number: "BigNumber", precision: 64 }, opts, symbolic),
         // Fractions: the exact form of a rational result (1/3 + 1/6 = 1/2).
-        frac: createRestrictedMath({ number: "Fraction" }, opts, symbolic),
+        frac: lib.createRestrictedMath({ number: "Fraction" }, opts, symbolic),
       };
       for (const expr of WARM_UP) {
         for (const r of [next.big, next.frac]) {
           try {
-            formatValue(r.math, parseSafe(r, expr).compile().evaluate({}), opts.maxElements);
+            formatValue(lib, r.math, parseSafe(r, expr).compile().evaluate({}), opts.maxElements);
           } catch {
             // Some sums have no meaning in one mode (sqrt of a fraction); warming is all they are for.
           }
@@ -139,8 +193,8 @@ export function createMathEngine(options: MathEngineOptions = {}): MathEngine {
   function outcome(expression: string, compute: () => string): MathOutcome {
     const expr = expression.trim();
     try {
-      if (!expr) throw new MathInputError("There is no expression to work out");
-      if (expr.length > opts.maxInputLength) throw new MathInputError(`The expression is longer than ${opts.maxInputLength} characters`);
+      const problem = inputProblem(expr, opts);
+      if (problem !== null) throw new MathInputError(problem);
       const result = limited(compute);
       if (result.length > opts.maxResultChars) {
         throw new MathInputError(`The result is too large to show (${result.length} characters; the limit is ${opts.maxResultChars})`);
@@ -179,13 +233,13 @@ export function createMathEngine(options: MathEngineOptions = {}): MathEngine {
           // Fractions do not mix with BigNumbers (fraction(3/4) * 2): a Fraction instance may read it.
           if (err instanceof MathInputError) throw err;
           try {
-            return formatValue(frac.math, parseSafe(frac, expr).compile().evaluate({}), opts.maxElements);
+            return formatValue(lib, frac.math, parseSafe(frac, expr).compile().evaluate({}), opts.maxElements);
           } catch {
             throw err;
           }
         }
-        const text = formatValue(big.math, value, opts.maxElements);
-        if (!(isBig(value) && !(value as unknown as { isInteger(): boolean }).isInteger())) return text;
+        const text = formatValue(lib, big.math, value, opts.maxElements);
+        if (!(lib.isBig(value) && !(value as unknown as { isInteger(): boolean }).isInteger())) return text;
         const fraction = fractionOf(expr);
         if (!fraction) return text;
         // Decimals with few digits are exact (5/2 = 2.5); longer ones were rounded (1/3 ≈ 0.333…).
@@ -201,7 +255,7 @@ export function createMathEngine(options: MathEngineOptions = {}): MathEngine {
       let v = variable ?? "x";
       const r = outcome(expression, () => {
         const { big } = instances();
-        v = variable ?? firstVariable(big, expression.trim()) ?? "x";
+        v = variable ?? firstVariable(lib, big, expression.trim()) ?? "x";
         return String((big.math as unknown as { derivative(e: string, v: string): unknown }).derivative(expression.trim(), v));
       });
       return r.ok ? { ...r, variable: v } : r;
@@ -216,7 +270,7 @@ export function createMathEngine(options: MathEngineOptions = {}): MathEngine {
           const node = parseSafe(big, expr);
           let known = true;
           node.traverse((n: MathNode) => {
-            if (isSymbolNode(n) && !isKnownSymbol(n.name, big.math)) known = false;
+            if (lib.isSymbolNode(n) && !lib.isKnownSymbol(n.name, big.math)) known = false;
           });
           return known;
         });
@@ -227,15 +281,14 @@ export function createMathEngine(options: MathEngineOptions = {}): MathEngine {
   };
 }
 
-
 /**
  * The variable to differentiate by: the first symbol that is neither a
  * function nor a constant (units count as variables here: d/dt t^2).
  */
-function firstVariable(r: Restricted, expr: string): string | null {
+function firstVariable(lib: Lib, r: Restricted, expr: string): string | null {
   let found: string | null = null;
-  parseSafe(r, expr).traverse((n: MathNode) => {
-    if (!found && isSymbolNode(n) && !(n.name in (r.math as unknown as Namespace))) found = n.name;
+  lib.parseSafe(r, expr).traverse((n: MathNode) => {
+    if (!found && lib.isSymbolNode(n) && !(n.name in (r.math as unknown as Namespace))) found = n.name;
   });
   return found;
 }

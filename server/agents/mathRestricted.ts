@@ -7,23 +7,12 @@
  * functions that allocate matrices refuse sizes past a limit. Every parsed
  * tree is also checked before it is compiled (`assertSafeTree`).
  */
+// The only static import of mathjs (~90 MB RSS): the engine loads this module
+// with `await import()` on first use, never at boot.
 import { create, all, type MathJsInstance, type MathNode, type ConfigOptions } from "mathjs";
+import { DEFAULT_LIMITS, MathInputError, type RestrictedLimits } from "./mathLimits.js";
 
-export interface RestrictedLimits {
-  /** Longest expression accepted, characters. Default 500. */
-  maxInputLength: number;
-  /** Largest matrix a function may build or a result may hold, elements. Default 1,000. */
-  maxElements: number;
-  /** Largest argument of factorial and friends. Default 10,000. */
-  maxCombinatoricArg: number;
-}
-
-export const DEFAULT_LIMITS: RestrictedLimits = { maxInputLength: 500, maxElements: 1000, maxCombinatoricArg: 10_000 };
-
-/** Our own refusals; their message is shown to the user as is. */
-export class MathInputError extends Error {
-  override name = "MathInputError";
-}
+export { DEFAULT_LIMITS, MathInputError, type RestrictedLimits } from "./mathLimits.js";
 
 /** Names input may not reach (called or as values). */
 const BLOCKED = new Set([
@@ -47,6 +36,8 @@ const COMBINATORIC = ["factorial", "gamma", "combinations", "combinationsWithRep
 export type Namespace = Record<string, unknown>;
 /** mathjs types `all` as optional; the package always exports it. */
 export const factories = all as NonNullable<typeof all>;
+/** A plain instance with every function, for the `simplify`/`derivative` wrappers; input never reaches it. */
+export const createSymbolicMath = (): MathJsInstance => create(factories);
 export interface Restricted {
   math: MathJsInstance;
   parse: MathJsInstance["parse"];
@@ -77,7 +68,7 @@ export function elementsOf(x: unknown): number {
  * disabled. Exported for tests, which compile trees without the tree check
  * to show the instance refuses on its own.
  */
-export function createRestrictedMath(config: ConfigOptions, limits: Partial<RestrictedLimits> = {}, symbolic: MathJsInstance = create(factories)): Restricted {
+export function createRestrictedMath(config: ConfigOptions, limits: Partial<RestrictedLimits> = {}, symbolic: MathJsInstance = createSymbolicMath()): Restricted {
   const opts: RestrictedLimits = { ...DEFAULT_LIMITS, ...limits };
   const math = create(factories, config);
   const ns = math as unknown as Namespace;

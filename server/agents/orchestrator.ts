@@ -40,9 +40,13 @@ export function parseMention(text: string, registry: AgentRegistry): { agent: Ag
   return m && agent ? { agent, content: text.slice(m[0].length) } : null;
 }
 
-/** The rules, for a message no one asked a particular agent for. */
-export function routeByRules(content: string, registry: AgentRegistry): Route {
-  if (registry.get("math") && isMathQuestion(content, registry.math)) return { agent: "math", reason: "rules: a calculation" };
+/**
+ * The rules, for a message no one asked a particular agent for. Only a message
+ * that may be a calculation asks the math engine (which loads mathjs on first
+ * use); greetings and plain text are decided without it.
+ */
+export async function routeByRules(content: string, registry: AgentRegistry): Promise<Route> {
+  if (registry.get("math") && (await isMathQuestion(content, registry.math))) return { agent: "math", reason: "rules: a calculation" };
   if (registry.get("hello") && isGreeting(content)) return { agent: "hello", reason: "rules: a greeting" };
   return choose(registry, "assistant", "rules: a general question");
 }
@@ -84,11 +88,11 @@ export function createOrchestrator(registry: AgentRegistry, config: Config, deps
         // Provider errors arrive mapped and redacted; anything else is redacted here.
         const why = redactSecrets(err instanceof Error ? err.message : String(err), config.openai.apiKey);
         ctx.log.info({ why }, "llm router failed; using the rules");
-        const rules = routeByRules(input.content, registry);
+        const rules = await routeByRules(input.content, registry);
         return { ...rules, reason: `${rules.reason} (the LLM router failed)`, content: input.content };
       }
     }
-    return { ...routeByRules(input.content, registry), content: input.content };
+    return { ...(await routeByRules(input.content, registry)), content: input.content };
   }
 
   return {
