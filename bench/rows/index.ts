@@ -1,0 +1,19 @@
+/**
+ * Every bench row, in the order they run and print. A later issue adds its
+ * rows by adding a module here (see ../lib/types.ts for the contract).
+ */
+import type { BenchRow } from "../lib/types.js";
+import { liveRow } from "./live.js";
+import { apiMetaRow } from "./apiMeta.js";
+import { spawnLiveRow } from "./spawnLive.js";
+import { spawnReadyRow } from "./spawnReady.js";
+import { idleRssRow } from "./idleRss.js";
+
+export const ROWS: readonly BenchRow[] = [
+  // issue 2: the runtime
+  liveRow,
+  apiMetaRow,
+  spawnLiveRow,
+  spawnReadyRow,
+  idleRssRow,
+];
