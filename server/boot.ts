@@ -68,6 +68,28 @@ export async function boot(deps: BootDeps): Promise<void> {
   lifecycle.require("database", "database: connecting");
   lifecycle.require("migrations", "migrations: not yet checked");
 
+  // The embedded PostgreSQL takes most of a second to start in its own
+  // process: begin at once, while the app below is built.
+  const embeddedOptions = {
+    dataDir: config.database.embeddedDir ?? path.join(rootDir, ".data", "postgres"),
+    port: config.database.embeddedPort,
+    log,
+  };
+  let starting: Promise<EmbeddedPostgres> | undefined = config.database.url
+    ? undefined
+    : import("./db/embedded.js").then((m) => m.startEmbeddedPostgres(embeddedOptions));
+  // Registered before the start completes, and it waits for a start in
+  // progress: a signal during initdb or startup must not leave postgres
+  // running behind the exited process.
+  if (starting) {
+    // Its failure is handled by the retry below; until then it must not count as unhandled.
+    starting.catch(() => undefined);
+    releasers.add("embedded postgres", async () => {
+      const started = await starting?.catch(() => undefined);
+      await started?.stop();
+    });
+  }
+
   // Static bundle: production serves dist/public; dev runs Vite's middleware.
   let staticHandlers: StaticHandlers | undefined;
   if (config.env === "development") {
@@ -114,22 +136,16 @@ export async function boot(deps: BootDeps): Promise<void> {
   // Database: embedded when no DATABASE_URL (config refuses that in a Replit deployment).
   let url = config.database.url;
   if (!url) {
-    // Registered before the start, and it waits for a start in progress: a
-    // signal during initdb or startup must not leave postgres running behind
-    // the exited process.
-    let starting: Promise<EmbeddedPostgres> | undefined;
-    releasers.add("embedded postgres", async () => {
-      const started = await starting?.catch(() => undefined);
-      await started?.stop();
-    });
+    let first = starting;
     const embedded = await retry(
       "embedded PostgreSQL start",
-      () =>
-        (starting = startEmbeddedPostgres({
-          dataDir: config.database.embeddedDir ?? path.join(rootDir, ".data", "postgres"),
-          port: config.database.embeddedPort,
-          log,
-        })),
+      () => {
+        // The first attempt is the one begun above; later ones start afresh.
+        const attempt = first ?? startEmbeddedPostgres(embeddedOptions);
+        first = undefined;
+        starting = attempt;
+        return attempt;
+      },
       { log, lifecycle, component: "database" },
     );
     if (!embedded) return;

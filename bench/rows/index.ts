@@ -8,6 +8,10 @@ import { apiMetaRow } from "./apiMeta.js";
 import { spawnLiveRow } from "./spawnLive.js";
 import { spawnReadyRow } from "./spawnReady.js";
 import { idleRssRow } from "./idleRss.js";
+import { ISSUE3_ROWS } from "./issue3.js";
+import { ISSUE4_ROWS } from "./issue4.js";
+import { ISSUE5_ROWS } from "./issue5.js";
+import { ISSUE6_ROWS } from "./issue6.js";
 
 export const ROWS: readonly BenchRow[] = [
   // issue 2: the runtime
@@ -16,4 +20,8 @@ export const ROWS: readonly BenchRow[] = [
   spawnLiveRow,
   spawnReadyRow,
   idleRssRow,
+  ...ISSUE3_ROWS,
+  ...ISSUE4_ROWS,
+  ...ISSUE5_ROWS,
+  ...ISSUE6_ROWS,
 ];
