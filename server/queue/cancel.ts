@@ -2,6 +2,7 @@ import type { Pool } from "../db/pool.js";
 import type { Listener } from "../db/listener.js";
 import type { Logger } from "../ops/logger.js";
 import { appendEvents } from "./runEvents.js";
+import { withTransaction } from "../db/transaction.js";
 import type { CancelWatch } from "./executeRun.js";
 
 export const RUN_CANCEL_CHANNEL = "run_cancel";
@@ -55,18 +56,13 @@ export function createCancelWatch(opts: { pool: Pool; listener: Listener | null;
  * Returns false when the run is not the caller's.
  */
 export async function requestCancel(pool: Pool, userId: string, runId: string): Promise<boolean> {
-  const client = await pool.connect();
-  try {
-    await client.query("begin");
+  return withTransaction(pool, async (client) => {
     const r = await client.query<{ status: string; attempt: number }>(
       "select status, attempt from runs where id = $1 and user_id = $2 for update",
       [runId, userId],
     );
     const row = r.rows[0];
-    if (!row) {
-      await client.query("rollback");
-      return false;
-    }
+    if (!row) return false;
     if (row.status === "queued") {
       await client.query(
         `update runs set status = 'cancelled', cancel_requested_at = coalesce(cancel_requested_at, now()),
@@ -80,12 +76,6 @@ export async function requestCancel(pool: Pool, userId: string, runId: string): 
       await client.query("update runs set cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now() where id = $1", [runId]);
       await client.query(`select pg_notify('${RUN_CANCEL_CHANNEL}', $1)`, [runId]);
     }
-    await client.query("commit");
     return true;
-  } catch (err) {
-    await client.query("rollback").catch(() => undefined);
-    throw err;
-  } finally {
-    client.release();
-  }
+  });
 }

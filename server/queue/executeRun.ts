@@ -11,6 +11,7 @@ import type { Logger } from "../ops/logger.js";
 import type { Orchestrator, ChatTurn } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
 import { appendEvents, createEventWriter, AttemptSuperseded } from "./runEvents.js";
+import { withTransaction } from "../db/transaction.js";
 import { scheduleRunSql } from "./enqueue.js";
 import type { QueueMetrics } from "./metrics.js";
 
@@ -320,19 +321,8 @@ export function createRunExecutor(deps: ExecutorDeps) {
     log.warn({ err: reason, code, failures }, "run failed");
   }
 
-  async function transaction<T>(fn: (client: PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect();
-    try {
-      await client.query("begin");
-      const result = await fn(client);
-      await client.query("commit");
-      return result;
-    } catch (err) {
-      await client.query("rollback").catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+  function transaction<T>(fn: (client: PoolClient) => Promise<T>): Promise<T> {
+    return withTransaction(pool, fn);
   }
 }
 

@@ -9,6 +9,7 @@ import type { Pool } from "../db/pool.js";
 import type { Logger } from "../ops/logger.js";
 import type { Metrics } from "../ops/metrics.js";
 import { appendEvents } from "./runEvents.js";
+import { withTransaction } from "../db/transaction.js";
 import { scheduleRunSql } from "./enqueue.js";
 
 export interface InstanceRegistryDeps {
@@ -63,10 +64,8 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
    * graphile-worker then deletes the job it ran by id, whoever holds it now.
    */
   async function sweep(): Promise<number> {
-    const client = await pool.connect();
     const dead: { id: string; worker_ids: string[]; runs: string[] }[] = [];
-    try {
-      await client.query("begin");
+    await withTransaction(pool, async (client) => {
       const found = await client.query<{ id: string; worker_ids: string[] }>(
         `update instances set dead_at = now()
          where dead_at is null and id <> $1 and heartbeat_at < now() - make_interval(secs => $2::double precision / 1000)
@@ -87,13 +86,7 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
         }
         dead.push({ ...inst, runs: runs.rows.map((r) => r.id) });
       }
-      await client.query("commit");
-    } catch (err) {
-      await client.query("rollback").catch(() => undefined);
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
     for (const inst of dead) {
       log.warn({ instance: inst.id, workerIds: inst.worker_ids, runs: inst.runs }, "instance declared dead; its runs were handed back");
     }
