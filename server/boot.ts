@@ -19,6 +19,7 @@ import { startMetricsServer } from "./ops/metricsServer.js";
 import { createApp } from "./app.js";
 import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
 import { createDeferredRouter, DB_ROUTE_PREFIXES } from "./http/routes/deferred.js";
+import { createClientMetricsRouter } from "./http/routes/clientMetrics.js";
 import { createAutoscaler } from "./ops/autoscale.js";
 import type { EmbeddedPostgres } from "./db/embedded.js";
 
@@ -118,7 +119,8 @@ export async function boot(deps: BootDeps): Promise<void> {
     log,
     metrics,
     lifecycle,
-    apiRouters: [dbRoutes.router],
+    // Client metrics need no database; the rest waits for it.
+    apiRouters: [createClientMetricsRouter(metrics), dbRoutes.router],
     onResponse: (ms) => autoscaler.recordResponse(ms),
     ...(staticHandlers ? { staticHandlers } : {}),
   });

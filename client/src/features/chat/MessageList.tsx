@@ -1,0 +1,82 @@
+import { useLayoutEffect, useMemo, useRef, type ReactNode } from "react";
+import { useServices } from "../../context";
+import type { MessageDto } from "../../api/client";
+import { AssistantMessage } from "./AssistantMessage";
+import type { RunView } from "./runView";
+import { useChat } from "./store";
+
+function UserMessage({ message }: { message: MessageDto }) {
+  return (
+    <article className="msg msg-user" data-message-id={message.id} aria-label="You said">
+      <div className="bubble">{message.content}</div>
+    </article>
+  );
+}
+
+/**
+ * The messages of a conversation, oldest first, with each run's answer after
+ * the message it answers: the stored message once it exists, the live run
+ * (streaming, failed or stopped) until then. A live region, so screen readers
+ * hear the answer as it arrives.
+ */
+export function MessageList({ conversationId, empty }: { conversationId: string; empty: ReactNode }) {
+  const { chat } = useServices();
+  const thread = useChat(chat, (s) => s.threads[conversationId]);
+  const runs = useChat(chat, (s) => s.runs);
+  const scroller = useRef<HTMLDivElement>(null);
+  const pinned = useRef(true);
+
+  const items = useMemo(() => {
+    const messages = thread?.messages ?? [];
+    const answered = new Set(messages.map((m) => m.runId).filter((id): id is string => id !== null));
+    const pending = new Map<string, RunView[]>();
+    for (const r of Object.values(runs)) {
+      if (r.conversationId !== conversationId || answered.has(r.runId)) continue;
+      pending.set(r.userMessageId, [...(pending.get(r.userMessageId) ?? []), r]);
+    }
+    const out: ReactNode[] = [];
+    for (const m of messages) {
+      if (m.role === "user") {
+        out.push(<UserMessage key={m.id} message={m} />);
+        for (const r of pending.get(m.id) ?? []) out.push(<AssistantMessage key={r.runId} content={null} agent={null} run={r} />);
+      } else {
+        out.push(<AssistantMessage key={m.runId ?? m.id} content={m.content} agent={m.agent} run={m.runId ? (runs[m.runId] ?? null) : null} runId={m.runId} />);
+      }
+    }
+    return out;
+  }, [thread, runs, conversationId]);
+
+  // Follow the answer while the reader is at the bottom; leave them be when they scrolled up.
+  useLayoutEffect(() => {
+    const el = scroller.current;
+    if (el && pinned.current) el.scrollTop = el.scrollHeight;
+  }, [items]);
+
+  useLayoutEffect(() => {
+    pinned.current = true;
+    const el = scroller.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [conversationId]);
+
+  return (
+    <div
+      className="thread"
+      ref={scroller}
+      onScroll={(e) => {
+        const el = e.currentTarget;
+        pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+      }}
+    >
+      {thread?.status === "error" && (
+        <p className="thread-error" role="alert">
+          {thread.error}
+        </p>
+      )}
+      {thread?.status === "loading" && thread.messages.length === 0 && <p className="thread-loading">Loading messages…</p>}
+      {thread?.status === "ready" && items.length === 0 && empty}
+      <div className="thread-inner" role="log" aria-live="polite" aria-label="Messages">
+        {items}
+      </div>
+    </div>
+  );
+}

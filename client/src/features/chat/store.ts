@@ -1,0 +1,357 @@
+/**
+ * The chat's state and the actions on it: conversations, the messages of
+ * those opened, and the runs being shown. One instance per page (main.tsx),
+ * read by components through useSyncExternalStore; every update replaces
+ * the state object, so components compare by identity.
+ */
+import { useSyncExternalStore } from "react";
+import { api, type AgentInfo, type ConversationDto, type MessageDto, type RunDto } from "../../api/client";
+import { ApiError, describeError } from "../../api/http";
+import type { RealtimeConnection } from "../../realtime/connection";
+import { getRoute, navigate } from "../../router";
+import { applyRunEvent, isFinished, newRunView, type RunView } from "./runView";
+import { runMemory } from "./runMemory";
+
+export const DEFAULT_TITLE = "New conversation";
+
+export interface Thread {
+  status: "loading" | "ready" | "error";
+  messages: MessageDto[];
+  error: string | null;
+}
+
+export interface Notice {
+  id: number;
+  text: string;
+}
+
+export interface ChatState {
+  /** Session and first lists loaded. */
+  status: "loading" | "ready" | "error";
+  error: string | null;
+  agents: AgentInfo[];
+  conversations: ConversationDto[];
+  /** More conversations to load (cursor), or null. */
+  conversationsCursor: string | null;
+  currentId: string | null;
+  threads: Readonly<Record<string, Thread>>;
+  runs: Readonly<Record<string, RunView>>;
+  notice: Notice | null;
+}
+
+/** A title from a first message: its first line, cut at a word near 60 characters. */
+export function titleFrom(content: string): string {
+  const line = content.replace(/^\s*@[A-Za-z][\w-]*[\s,:;]*/, "").trim().split("\n")[0]?.trim() ?? "";
+  if (!line) return DEFAULT_TITLE;
+  if (line.length <= 60) return line;
+  const cut = line.slice(0, 60);
+  const space = cut.lastIndexOf(" ");
+  return `${(space > 30 ? cut.slice(0, space) : cut).trimEnd()}…`;
+}
+
+export class ChatStore {
+  private state: ChatState = {
+    status: "loading",
+    error: null,
+    agents: [],
+    conversations: [],
+    conversationsCursor: null,
+    currentId: null,
+    threads: {},
+    runs: {},
+    notice: null,
+  };
+  private readonly listeners = new Set<() => void>();
+  private readonly unwatch = new Map<string, () => void>();
+  private noticeSeq = 0;
+  private noticeTimer: number | null = null;
+
+  constructor(private readonly realtime: RealtimeConnection) {}
+
+  getState = (): ChatState => this.state;
+
+  subscribe = (fn: () => void): (() => void) => {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  };
+
+  private set(patch: Partial<ChatState>) {
+    this.state = { ...this.state, ...patch };
+    for (const fn of this.listeners) fn();
+  }
+
+  private setThread(id: string, thread: Thread) {
+    this.set({ threads: { ...this.state.threads, [id]: thread } });
+  }
+
+  private setRun(runId: string, update: (v: RunView) => RunView) {
+    const v = this.state.runs[runId];
+    if (v) this.set({ runs: { ...this.state.runs, [runId]: update(v) } });
+  }
+
+  notify(text: string) {
+    if (this.noticeTimer !== null) clearTimeout(this.noticeTimer);
+    this.set({ notice: { id: ++this.noticeSeq, text } });
+    this.noticeTimer = window.setTimeout(() => this.dismissNotice(), 8000);
+  }
+
+  dismissNotice = () => {
+    if (this.noticeTimer !== null) clearTimeout(this.noticeTimer);
+    this.noticeTimer = null;
+    if (this.state.notice) this.set({ notice: null });
+  };
+
+  // ------------------------------------------------------------ loading
+
+  /** The session (which the WebSocket upgrade needs), then agents and conversations. */
+  async init(): Promise<void> {
+    for (let delay = 500; ; delay = Math.min(delay * 2, 8000)) {
+      try {
+        await api.session();
+        break;
+      } catch (err) {
+        // 503 while the server starts (database not ready): wait and ask again.
+        if (err instanceof ApiError && (err.status === 503 || err.status === 0)) {
+          this.set({ status: "loading", error: err.message });
+          await new Promise((r) => setTimeout(r, delay));
+          continue;
+        }
+        this.set({ status: "error", error: describeError(err) });
+        return;
+      }
+    }
+    this.realtime.start();
+    const [agents, page] = await Promise.allSettled([api.agents(), api.listConversations()]);
+    if (page.status === "rejected") {
+      this.set({ status: "error", error: describeError(page.reason) });
+      return;
+    }
+    this.set({
+      status: "ready",
+      error: null,
+      agents: agents.status === "fulfilled" ? agents.value : [],
+      conversations: page.value.items,
+      conversationsCursor: page.value.nextCursor,
+    });
+    if (this.state.currentId) void this.loadThread(this.state.currentId);
+  }
+
+  async loadMoreConversations(): Promise<void> {
+    const cursor = this.state.conversationsCursor;
+    if (!cursor) return;
+    try {
+      const page = await api.listConversations(cursor);
+      const known = new Set(this.state.conversations.map((c) => c.id));
+      this.set({ conversations: [...this.state.conversations, ...page.items.filter((c) => !known.has(c.id))], conversationsCursor: page.nextCursor });
+    } catch (err) {
+      this.notify(`Could not load more conversations: ${describeError(err)}`);
+    }
+  }
+
+  /** Shows a conversation (null: a new, not yet created one). */
+  open(id: string | null) {
+    if (id === this.state.currentId) return;
+    this.set({ currentId: id });
+    // Loaded again on every visit (another tab may have written to it); what is known stays on screen meanwhile.
+    if (id && this.state.status === "ready" && this.state.threads[id]?.status !== "loading") void this.loadThread(id);
+  }
+
+  private async loadThread(id: string): Promise<void> {
+    const before = this.state.threads[id];
+    this.setThread(id, { status: "loading", messages: before?.messages ?? [], error: null });
+    try {
+      const messages: MessageDto[] = [];
+      let cursor: string | null = null;
+      for (let pages = 0; pages < 20; pages++) {
+        const page: { items: MessageDto[]; nextCursor: string | null } = await api.listMessages(id, cursor);
+        messages.push(...page.items);
+        cursor = page.nextCursor;
+        if (!cursor) break;
+      }
+      // A message sent while the list was on its way is kept.
+      const fetched = new Set(messages.map((m) => m.id));
+      const sentMeanwhile = (this.state.threads[id]?.messages ?? []).filter((m) => !fetched.has(m.id) && !before?.messages.some((b) => b.id === m.id));
+      const merged = sentMeanwhile.length ? [...messages, ...sentMeanwhile].sort((a, b) => a.createdAt.localeCompare(b.createdAt)) : messages;
+      this.setThread(id, { status: "ready", messages: merged, error: null });
+      this.resumeRuns(id, merged);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        runMemory.forgetConversation(id);
+        this.setThread(id, { status: "error", messages: [], error: "This conversation does not exist, or is not yours." });
+        return;
+      }
+      this.setThread(id, { status: "error", messages: before?.messages ?? [], error: describeError(err) });
+    }
+  }
+
+  /**
+   * Runs this browser started in the conversation that have no assistant
+   * message: still streaming (after a reload), or failed or stopped. Their
+   * streams are replayed from the start, which rebuilds exactly what was shown.
+   */
+  private resumeRuns(conversationId: string, messages: MessageDto[]) {
+    const answered = new Set(messages.filter((m) => m.role === "assistant" && m.runId).map((m) => m.runId));
+    const asked = new Set(messages.filter((m) => m.role === "user").map((m) => m.id));
+    const remembered = runMemory.forConversation(conversationId);
+    runMemory.forget(remembered.filter((r) => answered.has(r.runId) || !asked.has(r.userMessageId)).map((r) => r.runId));
+    const runs = { ...this.state.runs };
+    const resume: string[] = [];
+    for (const r of remembered) {
+      if (answered.has(r.runId) || !asked.has(r.userMessageId) || runs[r.runId]) continue;
+      runs[r.runId] = newRunView({ id: r.runId, conversationId, messageId: r.userMessageId, agent: null, routeReason: null });
+      resume.push(r.runId);
+    }
+    if (resume.length === 0) return;
+    this.set({ runs });
+    for (const runId of resume) this.watchRun(runId, 0);
+  }
+
+  // ------------------------------------------------------------ runs
+
+  private watchRun(runId: string, after: number) {
+    this.unwatch.get(runId)?.();
+    const stop = this.realtime.watch(
+      runId,
+      {
+        onEvent: (frame) => {
+          this.setRun(runId, (v) => applyRunEvent(v, frame));
+          const v = this.state.runs[runId];
+          if (v && isFinished(v)) {
+            this.unwatch.delete(runId);
+            if (v.phase === "succeeded") runMemory.forget([runId]);
+          }
+        },
+        onError: (code, message) => {
+          this.unwatch.delete(runId);
+          if (code === "not_found") {
+            runMemory.forget([runId]);
+            const { [runId]: _gone, ...rest } = this.state.runs;
+            this.set({ runs: rest });
+            return;
+          }
+          this.setRun(runId, (v) => ({ ...v, phase: "failed", error: { code, message } }));
+        },
+      },
+      after,
+    );
+    this.unwatch.set(runId, stop);
+  }
+
+  private addRun(run: RunDto) {
+    this.set({ runs: { ...this.state.runs, [run.id]: newRunView(run) } });
+    runMemory.remember({ runId: run.id, conversationId: run.conversationId, userMessageId: run.messageId });
+    this.watchRun(run.id, 0);
+  }
+
+  /** The run of the conversation still going, if any. */
+  activeRun(conversationId: string | null): RunView | null {
+    if (!conversationId) return null;
+    for (const v of Object.values(this.state.runs)) if (v.conversationId === conversationId && !isFinished(v)) return v;
+    return null;
+  }
+
+  async stop(runId: string): Promise<void> {
+    const v = this.state.runs[runId];
+    if (!v || isFinished(v)) return;
+    this.setRun(runId, (x) => ({ ...x, stopping: true }));
+    if (this.realtime.cancel(runId)) return;
+    try {
+      const run = await api.cancelRun(runId);
+      if (run.status === "cancelled") this.setRun(runId, (x) => (isFinished(x) ? x : { ...x, phase: "cancelled", stopping: false }));
+    } catch (err) {
+      this.setRun(runId, (x) => ({ ...x, stopping: false }));
+      this.notify(`Could not stop the answer: ${describeError(err)}`);
+    }
+  }
+
+  // ------------------------------------------------------------ writing
+
+  /** Sends a message in the current conversation (creating it first on the start page). False when it was not sent. */
+  async send(content: string, agent: string | null): Promise<boolean> {
+    // The address is the truth: it changes at once, the rendered page a moment later.
+    const route = getRoute();
+    let id = route.page === "chat" ? route.conversationId : this.state.currentId;
+    try {
+      if (!id) {
+        const c = await api.createConversation(titleFrom(content));
+        this.set({ conversations: [c, ...this.state.conversations], threads: { ...this.state.threads, [c.id]: { status: "ready", messages: [], error: null } } });
+        id = c.id;
+        this.set({ currentId: id });
+        navigate(`/c/${id}`);
+      }
+      const conversationId = id;
+      const { message, run } = await api.postMessage(conversationId, content, agent ?? undefined);
+      const thread = this.state.threads[conversationId];
+      this.setThread(conversationId, { status: thread?.status ?? "ready", messages: [...(thread?.messages ?? []), message], error: thread?.error ?? null });
+      this.addRun(run);
+      this.bump(conversationId);
+      const conv = this.state.conversations.find((c) => c.id === conversationId);
+      if (conv && conv.title === DEFAULT_TITLE && (thread?.messages.length ?? 0) === 0) void this.rename(conversationId, titleFrom(content), true);
+      return true;
+    } catch (err) {
+      this.notify(err instanceof ApiError && err.code === "overloaded" ? "The server is busy; try again in a few seconds." : `Not sent: ${describeError(err)}`);
+      return false;
+    }
+  }
+
+  /** Moves a conversation to the top of the list (it was just written to). */
+  private bump(id: string) {
+    const list = this.state.conversations;
+    const i = list.findIndex((c) => c.id === id);
+    if (i <= 0) return;
+    const c = list[i];
+    if (!c) return;
+    this.set({ conversations: [{ ...c, updatedAt: new Date().toISOString() }, ...list.slice(0, i), ...list.slice(i + 1)] });
+  }
+
+  async newConversation(): Promise<void> {
+    try {
+      const c = await api.createConversation();
+      this.set({
+        conversations: [c, ...this.state.conversations],
+        threads: { ...this.state.threads, [c.id]: { status: "ready", messages: [], error: null } },
+        currentId: c.id,
+      });
+      navigate(`/c/${c.id}`);
+    } catch (err) {
+      this.notify(`Could not create a conversation: ${describeError(err)}`);
+    }
+  }
+
+  async rename(id: string, title: string, quiet = false): Promise<boolean> {
+    const t = title.trim();
+    if (!t) return false;
+    try {
+      const c = await api.renameConversation(id, t.slice(0, 200));
+      this.set({ conversations: this.state.conversations.map((x) => (x.id === id ? c : x)) });
+      return true;
+    } catch (err) {
+      if (!quiet) this.notify(`Could not rename: ${describeError(err)}`);
+      return false;
+    }
+  }
+
+  async remove(id: string): Promise<void> {
+    try {
+      await api.deleteConversation(id);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) {
+        this.notify(`Could not delete: ${describeError(err)}`);
+        return;
+      }
+    }
+    const runs: Record<string, RunView> = {};
+    for (const [k, v] of Object.entries(this.state.runs)) {
+      if (v.conversationId === id) this.unwatch.get(k)?.();
+      else runs[k] = v;
+    }
+    runMemory.forgetConversation(id);
+    const { [id]: _gone, ...threads } = this.state.threads;
+    this.set({ conversations: this.state.conversations.filter((c) => c.id !== id), threads, runs });
+    if (this.state.currentId === id) navigate("/");
+  }
+}
+
+export function useChat<T>(store: ChatStore, select: (s: ChatState) => T): T {
+  return useSyncExternalStore(store.subscribe, () => select(store.getState()));
+}
