@@ -8,41 +8,48 @@ import { AppError } from "../errors.js";
 const HOST = /^[a-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$/i;
 
 /**
- * helmet with a CSP allowing only self; connect-src adds the page's own
- * ws/wss origin (older Safari does not count ws: as 'self'). HSTS one year
+ * helmet's headers, and a CSP allowing only self whose connect-src adds the
+ * page's own ws/wss origin (older Safari does not count ws: as 'self'). The
+ * policy is built once per host and scheme, not per request. HSTS one year
  * with subdomains in production only.
  */
 export function securityHeaders(config: Config): RequestHandler {
-  return helmet({
-    contentSecurityPolicy: {
-      useDefaults: true,
-      directives: {
-        defaultSrc: ["'self'"],
-        // Dev only: Vite's React preamble is an inline script and its CSS arrives as <style>.
-        scriptSrc: config.env === "development" ? ["'self'", "'unsafe-inline'"] : ["'self'"],
-        styleSrc: config.env === "development" ? ["'self'", "'unsafe-inline'"] : ["'self'"],
-        imgSrc: ["'self'", "data:"],
-        fontSrc: ["'self'"],
-        objectSrc: ["'none'"],
-        frameAncestors: ["'none'"],
-        baseUri: ["'self'"],
-        formAction: ["'self'"],
-        connectSrc: [
-          "'self'",
-          (req) => {
-            const r = req as Request;
-            const host = r.headers.host;
-            if (!host || !HOST.test(host)) return "'self'";
-            return `${r.protocol === "https" ? "wss" : "ws"}://${host}`;
-          },
-        ],
-        // Not set: it would break `npm start` served over plain http on a LAN address; HSTS covers HTTPS deployments.
-        upgradeInsecureRequests: null,
-      },
-    },
+  const dev = config.env === "development";
+  const directives = [
+    "default-src 'self'",
+    "base-uri 'self'",
+    "font-src 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "img-src 'self' data:",
+    "object-src 'none'",
+    // Dev only: Vite's React preamble is an inline script and its CSS arrives as <style>.
+    dev ? "script-src 'self' 'unsafe-inline'" : "script-src 'self'",
+    "script-src-attr 'none'",
+    dev ? "style-src 'self' 'unsafe-inline'" : "style-src 'self'",
+    // No upgrade-insecure-requests: it would break `npm start` on plain http at a LAN address; HSTS covers HTTPS.
+  ].join(";");
+  const byOrigin = new Map<string, string>();
+  const policyFor = (req: Request): string => {
+    const host = req.headers.host;
+    const wsOrigin = host && HOST.test(host) ? `${req.protocol === "https" ? "wss" : "ws"}://${host}` : "";
+    let policy = byOrigin.get(wsOrigin);
+    if (policy === undefined) {
+      policy = `${directives};connect-src 'self'${wsOrigin ? " " + wsOrigin : ""}`;
+      if (byOrigin.size >= 256) byOrigin.clear();
+      byOrigin.set(wsOrigin, policy);
+    }
+    return policy;
+  };
+  const others = helmet({
+    contentSecurityPolicy: false,
     strictTransportSecurity: config.production ? { maxAge: 365 * 24 * 60 * 60, includeSubDomains: true } : false,
     crossOriginEmbedderPolicy: false,
   });
+  return function securityHeaders(req, res, next) {
+    res.setHeader("content-security-policy", policyFor(req));
+    others(req, res, next);
+  };
 }
 
 /** CORS only for CORS_ORIGINS (none by default); same-origin needs no CORS. */
