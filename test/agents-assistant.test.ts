@@ -43,7 +43,7 @@ function setup(env: Env = {}, opts: { budget?: LlmBudget; idleTimeoutMs?: number
       },
     }),
   );
-  const registry = createAgentRegistry(config, { budget: opts.budget ?? unlimitedBudget, idleTimeoutMs: opts.idleTimeoutMs ?? 300 });
+  const registry = createAgentRegistry(config, { budget: opts.budget ?? unlimitedBudget, idleTimeoutMs: opts.idleTimeoutMs ?? 5000 });
   const assistant = registry.get("assistant")!;
   return { config, log, lines, registry, assistant };
 }
@@ -197,7 +197,8 @@ describe("assistant: provider errors become AgentErrors", () => {
   ];
 
   it.each(cases)("%s", async (_name, reply, expected) => {
-    const s = setup();
+    // A short idle timeout only where the stall is the point; elsewhere a loaded machine must not look like one.
+    const s = setup({}, { idleTimeoutMs: reply.fault?.kind === "stall" ? 300 : 5000 });
     fake.script(reply);
     const { error } = await ask(s, "hello");
     expect(error).toBeInstanceOf(AgentError);
