@@ -13,6 +13,8 @@ export const BENCH_PROGRAMS = {
   loadWorker: "bench/lib/loadWorker.ts",
   bareHttp: "bench/baselines/bareHttp.ts",
   bareExpress: "bench/baselines/bareExpress.ts",
+  issue3ExpressPg: "bench/baselines/issue3ExpressPg.ts",
+  issue4Worker: "bench/baselines/issue4Worker.ts",
 } as const;
 
 export type BenchProgram = keyof typeof BENCH_PROGRAMS;
