@@ -84,16 +84,26 @@ export async function startQueue(deps: QueueDeps): Promise<Queue> {
     // (graphile-worker reads it once, at start).
     gracefulShutdownAbortTimeout: deps.graceMs,
   });
-  runner.promise.catch((err: unknown) => {
-    running = false;
-    log.error({ err }, "job queue stopped unexpectedly");
-  });
+  let stopping = false;
+  // graphile-worker also ends by itself, without rejecting (e.g. a `worker:migrate`
+  // notification from another version installing its schema): /ready and /health must see it.
+  runner.promise.then(
+    () => {
+      running = false;
+      if (!stopping) log.error("job queue stopped by itself; this instance runs no jobs until restarted");
+    },
+    (err: unknown) => {
+      running = false;
+      log.error({ err }, "job queue stopped unexpectedly");
+    },
+  );
 
   return {
     get running() {
       return running;
     },
     async stop() {
+      stopping = true;
       running = false;
       await runner.stop();
     },
