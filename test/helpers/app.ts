@@ -3,16 +3,16 @@
  * HTTP, no child process. For tests of middleware, routes and errors.
  */
 import { createServer, type Server } from "node:http";
-import { Writable } from "node:stream";
 import type { AddressInfo } from "node:net";
 import type { Router } from "express";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
-import { createLogger, type Logger } from "../../server/ops/logger.js";
+import type { Logger } from "../../server/ops/logger.js";
 import { createMetrics, type Metrics } from "../../server/ops/metrics.js";
 import { createLifecycle, type Lifecycle } from "../../server/ops/lifecycle.js";
 import { createProbeHandler } from "../../server/ops/health.js";
 import { createApp } from "../../server/app.js";
 import type { StaticHandlers } from "../../server/static.js";
+import { createCapturedLogger } from "./logs.js";
 
 export interface TestApp {
   baseUrl: string;
@@ -32,14 +32,7 @@ export async function startTestApp(opts: {
   apiRouters?: Router[];
 } = {}): Promise<TestApp> {
   const config = loadConfig({ NODE_ENV: "test", LOG_LEVEL: "info", ...opts.env });
-  const logLines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const log = createLogger(config, sink);
+  const { log, lines: logLines } = createCapturedLogger(config);
   const metrics = createMetrics({ defaultMetrics: false });
   const lifecycle = createLifecycle();
   const app = createApp({

@@ -8,12 +8,11 @@ import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { Writable } from "node:stream";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
-import { createLogger } from "../../server/ops/logger.js";
 import { createDataApi } from "../../server/http/routes/api.js";
 import { startTestApp, type TestApp } from "./app.js";
 import type { TestDatabase } from "./db.js";
+import { createCapturedLogger } from "./logs.js";
 
 export const TEST_SESSION_SECRET = "test-session-secret-0123456789abcdefghijklmnop";
 export const TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdefghijklmnopqrstu";
@@ -46,14 +45,7 @@ export async function startDataApi(db: TestDatabase, opts: { env?: Env; dataDir?
     else env[k] = v;
   }
   const config = loadConfig(env);
-  const apiLog: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line) apiLog.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const log = createLogger(config, sink);
+  const { log, lines: apiLog } = createCapturedLogger(config);
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), "esa-api-"));
   const router = createDataApi({ config, log, pool: db.pool, dataDir });
   const app = await startTestApp({ env, apiRouters: [router] });

@@ -5,10 +5,8 @@
  * orchestrator records every call (attempt, start, abort, end) and how many
  * ran at once.
  */
-import { Writable } from "node:stream";
 import { randomBytes } from "node:crypto";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
-import { createLogger } from "../../server/ops/logger.js";
 import { createMetrics, type Metrics } from "../../server/ops/metrics.js";
 import { createPool, type Pool } from "../../server/db/pool.js";
 import { createListener, type Listener } from "../../server/db/listener.js";
@@ -17,6 +15,7 @@ import type { QueueStats } from "../../server/queue/stats.js";
 import { AgentError, type Orchestrator, type RoutedEvent } from "../../server/agents/types.js";
 import type { Client } from "./dataApi.js";
 import type { TestDatabase } from "./db.js";
+import { createCapturedLogger } from "./logs.js";
 
 /** What the scripted agent does in one attempt, in this order. */
 export interface Step {
@@ -184,14 +183,7 @@ export interface TestQueue {
 /** startAgentQueue on `db` with its own pools, as services.ts wires it. */
 export async function startTestQueue(db: TestDatabase, orchestrator: Orchestrator, opts: TestQueueOptions = {}): Promise<TestQueue> {
   const config = loadConfig({ NODE_ENV: "test", LOG_LEVEL: "info", ...opts.env });
-  const logLines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const log = createLogger(config, sink);
+  const { log, lines: logLines } = createCapturedLogger(config);
   const metrics = opts.metrics ?? createMetrics({ defaultMetrics: false });
   const max = config.agents.maxConcurrentJobs + 4;
   const pool: Pool = createPool(config.database, db.url, log, { max, applicationName: "test-queue" });

@@ -11,11 +11,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Socket } from "node:net";
-import { Writable } from "node:stream";
 import { Router } from "express";
 import WebSocket from "ws";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
-import { createLogger } from "../../server/ops/logger.js";
 import { createListener, type Listener } from "../../server/db/listener.js";
 import { createIdentity } from "../../server/auth/identity.js";
 import { createDataApi } from "../../server/http/routes/api.js";
@@ -31,6 +29,7 @@ import { Client, TEST_JWT_SECRET, TEST_SESSION_SECRET } from "./dataApi.js";
 import type { TestDatabase } from "./db.js";
 import { spawnServer, type ServerProcess } from "./spawnServer.js";
 import { waitForStatus } from "../fixtures/process.js";
+import { createCapturedLogger } from "./logs.js";
 
 export { TEST_JWT_SECRET, TEST_SESSION_SECRET };
 
@@ -78,14 +77,7 @@ export async function startRealtimeStack(db: TestDatabase, opts: StackOptions = 
     ...opts.env,
   };
   const config = loadConfig(env);
-  const logLines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of chunk.toString("utf8").split("\n")) if (line) logLines.push(JSON.parse(line) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const log = createLogger(config, sink);
+  const { log, lines: logLines } = createCapturedLogger(config);
   const dataDir = mkdtempSync(path.join(tmpdir(), "esa-rt-"));
   const outer = Router();
   const app = await startTestApp({ env, apiRouters: [outer] });
