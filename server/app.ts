@@ -19,6 +19,12 @@ export interface AppDeps {
   staticHandlers?: StaticHandlers;
   /** Routers mounted under /api, after the built-in ones. */
   apiRouters?: Router[];
+  /**
+   * Routers mounted at the root, outside /api (no API middleware: no CSRF,
+   * rate limit or JSON body rule of the browser API), ahead of the SPA
+   * fallback: the A2A cards and endpoints.
+   */
+  rootRouters?: Router[];
   /** Told every response's duration, ms (the autoscaler's p95). */
   onResponse?: (ms: number) => void;
 }
@@ -56,6 +62,7 @@ export function createApp(deps: AppDeps): Express {
     throw notFound(`No API route for ${req.method} ${req.path}`);
   });
   app.use("/api", api);
+  for (const r of deps.rootRouters ?? []) app.use(r);
 
   if (deps.staticHandlers) app.use(deps.staticHandlers.spaFallback);
   app.use((req: Request) => {

@@ -18,7 +18,7 @@ import type { HealthCheck } from "./ops/health.js";
 import { startMetricsServer } from "./ops/metricsServer.js";
 import { createApp } from "./app.js";
 import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
-import { createDeferredRouter, DB_ROUTE_PREFIXES } from "./http/routes/deferred.js";
+import { createDeferredRouter, DB_ROUTE_PREFIXES, A2A_ROUTE_PREFIXES } from "./http/routes/deferred.js";
 import { createClientMetricsRouter } from "./http/routes/clientMetrics.js";
 import { createAutoscaler } from "./ops/autoscale.js";
 import type { EmbeddedPostgres } from "./db/embedded.js";
@@ -114,6 +114,7 @@ export async function boot(deps: BootDeps): Promise<void> {
   deps.addCheck(autoscaler.healthCheck());
   // Routes that need the database answer 503 until it is connected and migrated.
   const dbRoutes = createDeferredRouter(DB_ROUTE_PREFIXES);
+  const rootRoutes = createDeferredRouter(A2A_ROUTE_PREFIXES);
   const app = createApp({
     config,
     log,
@@ -121,6 +122,7 @@ export async function boot(deps: BootDeps): Promise<void> {
     lifecycle,
     // Client metrics need no database; the rest waits for it.
     apiRouters: [createClientMetricsRouter(metrics), dbRoutes.router],
+    rootRouters: [rootRoutes.router],
     onResponse: (ms) => autoscaler.recordResponse(ms),
     ...(staticHandlers ? { staticHandlers } : {}),
   });
@@ -212,7 +214,7 @@ export async function boot(deps: BootDeps): Promise<void> {
 
   // Loaded only now: agents (mathjs), the queue and the stream server are not needed to answer `/`.
   const { startServices } = await import("./services.js");
-  await startServices({ ...deps, metrics, pool, sessionPool, dbRoutes, autoscaler, databaseUrl: url });
+  await startServices({ ...deps, metrics, pool, sessionPool, dbRoutes, rootRoutes, autoscaler, databaseUrl: url });
 
   if (lifecycle.phase === "starting") {
     lifecycle.setPhase("ready");

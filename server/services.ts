@@ -40,6 +40,8 @@ export interface ServiceDeps extends BootDeps {
   /** A session-mode connection pool (DATABASE_DIRECT_URL), else the main pool. */
   sessionPool: Pool;
   dbRoutes: { set(handler: RequestHandler): void };
+  /** Root routes outside /api (A2A cards and endpoints), 503 until set. */
+  rootRoutes: { set(handler: RequestHandler): void };
   autoscaler: Autoscaler;
 }
 

@@ -34,3 +34,6 @@ export function createDeferredRouter(prefixes: string[]) {
 
 /** /api prefixes served only once the database is ready. */
 export const DB_ROUTE_PREFIXES = ["/session", "/conversations", "/runs", "/agents"];
+
+/** Root prefixes served only once the database is ready: the A2A cards and endpoints. */
+export const A2A_ROUTE_PREFIXES = ["/.well-known/agent-card.json", "/a2a"];
