@@ -157,23 +157,32 @@ export function createContext(init: {
         port: BENCH_PG_PORT,
         log,
       });
-      releases.push(async () => {
-        // Anything still connected (a row that failed to stop its server) goes first.
-        await stopAll();
-        progress("stopping the bench PostgreSQL");
-        await stopEmbedded(embedded);
-      });
-      const freshDatabase = async (name: string) => {
-        if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`bad database name ${name}`);
+      // Database names carry this run's pid: two bench runs on one machine
+      // share the bench PostgreSQL, and one must not drop the other's tables.
+      const created: string[] = [];
+      const admin = async (sql: string) => {
         const client = new pg.Client({ connectionString: embedded.url });
         client.on("error", () => undefined);
         await client.connect();
         try {
-          await client.query(`drop database if exists ${name} with (force)`);
-          await client.query(`create database ${name}`);
+          await client.query(sql);
         } finally {
           await client.end();
         }
+      };
+      releases.push(async () => {
+        // Anything still connected (a row that failed to stop its server) goes first.
+        await stopAll();
+        for (const name of created) await admin(`drop database if exists ${name} with (force)`).catch(() => undefined);
+        progress("stopping the bench PostgreSQL");
+        await stopEmbedded(embedded);
+      });
+      const freshDatabase = async (base: string) => {
+        const name = `${base}_${process.pid}`;
+        if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`bad database name ${name}`);
+        await admin(`drop database if exists ${name} with (force)`);
+        await admin(`create database ${name}`);
+        created.push(name);
         const u = new URL(embedded.url);
         u.pathname = `/${name}`;
         return u.toString();

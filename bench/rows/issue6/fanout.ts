@@ -97,7 +97,9 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
   const warm = 25;
   const measured = ctx.options.quick ? 75 : 150;
   const rounds = ctx.options.quick ? 1 : 3;
-  const db = await ctx.database();
+  // Its own database: a server left by another row (or another bench on the
+  // shared bench PostgreSQL) must not pick up the run this row watches.
+  const db = { url: await (await ctx.database()).freshDatabase("bench_fanout") };
   const fake = await startFakeLlm({ apiKey: "x" });
   // One character every 20 s, under the provider's 30 s stall timer: the run stays running.
   fake.setDefault(() => ({ text: "x".repeat(200), chunkSize: 1, delayMs: 20_000 }));
@@ -106,8 +108,8 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
   let clients: ClientsChild | undefined;
   try {
     const [b, a, bare] = await startAll([
-      () => ctx.spawnServer({ pin: true, env: { ...SHARED_SECRETS, OPENAI_API_KEY: "x", OPENAI_BASE_URL: fake.url, JOB_TIMEOUT_MS: "600000" } }),
-      () => ctx.spawnServer({ pin: true, env: { ...SHARED_SECRETS, ENABLE_AGENTS: "false" } }),
+      () => ctx.spawnServer({ pin: true, env: { ...SHARED_SECRETS, DATABASE_URL: db.url, OPENAI_API_KEY: "x", OPENAI_BASE_URL: fake.url, JOB_TIMEOUT_MS: "600000" } }),
+      () => ctx.spawnServer({ pin: true, env: { ...SHARED_SECRETS, DATABASE_URL: db.url, ENABLE_AGENTS: "false" } }),
       () => spawnBareWs(ctx),
     ] as const);
     if (!a || !b || !bare) throw new Error("a child did not start");
