@@ -1,7 +1,5 @@
-import { and, asc, eq, sql } from "drizzle-orm";
-import { messages, type Message, type Run } from "../../shared/schema.js";
+import type { Message, Run } from "../../shared/schema.js";
 import type { MessageDto, Page, RunDto } from "../../shared/api.js";
-import type { Db } from "./db.js";
 import type { Pool } from "../db/pool.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { toRunDto } from "./runs.js";
@@ -83,8 +81,63 @@ select (select n from depth) as depth, (select row_to_json(m) from m) as message
 
 export type PostResult = { message: MessageDto; run: RunDto } | "not_found" | "overloaded";
 
-/** `maxQueueDepth`: queued runs beyond which new messages are refused. */
-export function createMessageStore(db: Db, pool: Pool, opts: { maxQueueDepth: number }) {
+/** A row of {@link pageQuery}: all null but the conversation id when the conversation holds no message on this page. */
+interface PageRow {
+  id: string | null;
+  role: Message["role"] | null;
+  content: string | null;
+  run_id: string | null;
+  agent: string | null;
+  created_at: Date | null;
+}
+
+const messageDtoFromRow = (m: PageRow, conversationId: string): MessageDto => ({
+  id: m.id as string,
+  conversationId,
+  role: m.role as Message["role"],
+  content: m.content as string,
+  runId: m.run_id,
+  agent: m.agent,
+  createdAt: (m.created_at as Date).toISOString(),
+});
+
+// The conversation row (caller's only) left-joined to the page of its
+// messages: no row means 404, one row of nulls an empty page. The messages
+// part is the keyset range on messages_conversation_created_idx (the row
+// comparison is an index bound, see the conversation list); it reads at most
+// limit + 1 index entries. Two statements, not one with "$3 is null or …":
+// a generic plan of that could not use the cursor as an index bound.
+const PAGE_COLUMNS = `m.id, m.role, m.content, m.run_id, m.agent, m.created_at`;
+const PAGE_SQL = (afterCursor: boolean) => `select ${PAGE_COLUMNS}
+from "conversations" c left join lateral (
+  select "id", "role", "content", "run_id", "agent", "created_at" from "messages"
+  where "conversation_id" = $1 and "user_id" = $2${afterCursor ? ` and ("created_at", "id") > ($4::timestamptz, $5::uuid)` : ""}
+  order by "created_at" asc, "id" asc
+  limit $3
+) m on true
+where c.id = $1 and c.user_id = $2`;
+const FIRST_PAGE_SQL = PAGE_SQL(false);
+const LATER_PAGE_SQL = PAGE_SQL(true);
+
+/**
+ * The message page statement. Named (prepared once per connection, then only
+ * bound and executed) unless `prepared` is false: a transaction-mode pooler
+ * may hand each execution to another server connection.
+ */
+export function pageQuery(userId: string, conversationId: string, limit: number, after: { at: Date; id: string } | null, prepared: boolean) {
+  const values: unknown[] = after ? [conversationId, userId, limit + 1, after.at.toISOString(), after.id] : [conversationId, userId, limit + 1];
+  const text = after ? LATER_PAGE_SQL : FIRST_PAGE_SQL;
+  return prepared ? { name: after ? "messages_page_after" : "messages_page", text, values } : { text, values };
+}
+
+export interface MessageStoreOptions {
+  /** Queued runs beyond which new messages are refused. */
+  maxQueueDepth: number;
+  /** Named prepared statements on the hot reads. Default true; false behind a transaction-mode pooler. */
+  prepared?: boolean;
+}
+
+export function createMessageStore(pool: Pool, opts: MessageStoreOptions) {
   return {
     async post(userId: string, conversationId: string, content: string, agent: string | undefined): Promise<PostResult> {
       const r = await pool.query<{ depth: number; message: Json | null; run: Json | null }>(POST_MESSAGE_SQL, [
@@ -99,26 +152,22 @@ export function createMessageStore(db: Db, pool: Pool, opts: { maxQueueDepth: nu
       return row && row.depth >= opts.maxQueueDepth ? "overloaded" : "not_found";
     },
 
-    /** Oldest first. The caller must have checked the conversation is theirs. */
-    async list(userId: string, conversationId: string, limit: number, cursor: string | undefined): Promise<Page<MessageDto>> {
+    /**
+     * Oldest first, or null when the conversation is not the caller's: the
+     * ownership check and the page are one statement (see {@link pageQuery}).
+     */
+    async page(userId: string, conversationId: string, limit: number, cursor: string | undefined): Promise<Page<MessageDto> | null> {
       const after = cursor ? decodeCursor(cursor) : null;
-      const rows = await db
-        .select()
-        .from(messages)
-        .where(
-          and(
-            eq(messages.conversationId, conversationId),
-            eq(messages.userId, userId),
-            // A row comparison: an index range (see the conversation list).
-            after ? sql`(${messages.createdAt}, ${messages.id}) > (${after.at.toISOString()}::timestamptz, ${after.id}::uuid)` : undefined,
-          ),
-        )
-        .orderBy(asc(messages.createdAt), asc(messages.id))
-        .limit(limit + 1);
+      const r = await pool.query<PageRow>(pageQuery(userId, conversationId, limit, after, opts.prepared ?? true));
+      // No row: no such conversation of the caller's. One row of nulls: no message (on this page).
+      if (r.rows.length === 0) return null;
+      const rows = r.rows[0]?.id === null ? [] : r.rows;
       const more = rows.length > limit;
-      const items = rows.slice(0, limit);
-      const last = items.at(-1);
-      return { items: items.map(toMessageDto), nextCursor: more && last ? encodeCursor(last.createdAt, last.id) : null };
+      const n = more ? limit : rows.length;
+      const items = new Array<MessageDto>(n);
+      for (let i = 0; i < n; i++) items[i] = messageDtoFromRow(rows[i] as PageRow, conversationId);
+      const last = rows[n - 1];
+      return { items, nextCursor: more && last ? encodeCursor(last.created_at as Date, last.id as string) : null };
     },
   };
 }

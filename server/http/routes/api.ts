@@ -40,7 +40,7 @@ export function createDataApi(deps: DataApiDeps): Router {
     createChatRouter({
       config,
       conversations: createConversationStore(db),
-      messages: createMessageStore(db, pool, { maxQueueDepth: config.agents.maxQueueDepth }),
+      messages: createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler }),
       runs: createRunStore(db),
       cancelRun: (userId, runId) => requestCancel(pool, userId, runId),
       ...(deps.agentNames ? { agentNames: deps.agentNames } : {}),

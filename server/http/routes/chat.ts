@@ -76,9 +76,9 @@ export function createChatRouter(deps: ChatRouteDeps): Router {
   r.get("/conversations/:id/messages", async (req, res) => {
     const id = idParam(req);
     const q = parseInput(PageQuery, req.query, "query");
-    const userId = callerOf(req).id;
-    if (!(await conversations.get(userId, id))) throw notFound("Conversation not found");
-    res.json(await messages.list(userId, id, q.limit, q.cursor));
+    const page = await messages.page(callerOf(req).id, id, q.limit, q.cursor);
+    if (!page) throw notFound("Conversation not found");
+    res.json(page);
   });
 
   r.post("/conversations/:id/messages", async (req, res) => {
