@@ -18,11 +18,16 @@ export class AttemptSuperseded extends Error {
 /**
  * Appends events to a run's log in one statement: `runs.last_seq` hands out
  * the sequence numbers (per run, increasing, assigned by the database) and a
- * NOTIFY tells every instance, on commit.
+ * NOTIFY tells every instance, on commit. $5/$6, when not null, also record
+ * the run's route (agent, reason) in the same update.
  */
 const APPEND_SQL = `
 with s as (
-  update runs set last_seq = last_seq + cardinality($3::text[]) where id = $1 and attempt = $2 returning last_seq
+  update runs set last_seq = last_seq + cardinality($3::text[]),
+    agent = coalesce($5::text, agent),
+    route_reason = coalesce($6::text, route_reason),
+    updated_at = case when $5::text is null then updated_at else now() end
+  where id = $1 and attempt = $2 returning last_seq
 ), ins as (
   insert into run_events (run_id, seq, attempt, type, data, created_at)
   select $1, s.last_seq - cardinality($3::text[]) + t.ord, $2, t.type, t.data, clock_timestamp()
@@ -38,76 +43,140 @@ export interface PendingEvent {
   data: unknown;
 }
 
+/** The run's route, recorded on `runs` together with its `route` event. */
+export interface RouteUpdate {
+  agent: string;
+  reason: string;
+}
+
 /**
  * Only the run's current attempt may write: a superseded one (an instance
  * that was paused past the recovery window) gets AttemptSuperseded.
  */
-export async function appendEvents(db: Queryable, runId: string, attempt: number, events: PendingEvent[]): Promise<number> {
+export async function appendEvents(db: Queryable, runId: string, attempt: number, events: PendingEvent[], route?: RouteUpdate | null): Promise<number> {
   if (events.length === 0) return 0;
   const r = await db.query<{ seq: number | null }>(APPEND_SQL, [
     runId,
     attempt,
     events.map((e) => e.type),
     events.map((e) => JSON.stringify(e.data ?? {})),
+    route?.agent ?? null,
+    route?.reason ?? null,
   ]);
   const seq = r.rows[0]?.seq;
   if (seq === null || seq === undefined) throw new AttemptSuperseded(runId, attempt);
   return seq;
 }
 
-/** How long text deltas are held to be written (and sent) together. */
-export const DELTA_BATCH_MS = 40;
-const MAX_BATCH_CHARS = 4096;
+/**
+ * @deprecated Deltas are no longer held for a window: they are written
+ * through (see createEventWriter). Kept at 0 for bench/rows/issue6/fanout.ts,
+ * which still names it; remove once that file stops importing it.
+ */
+export const DELTA_BATCH_MS = 0;
+/** Text deltas coalesced while a write is in flight become events of at most this many characters. */
+export const MAX_DELTA_CHARS = 4096;
+
+/** What a writer had not written when it was closed: for the statement that ends the attempt. */
+export interface Unwritten {
+  events: PendingEvent[];
+  route: RouteUpdate | null;
+}
 
 /**
- * Buffers text deltas for about 40 ms (or 4 KB) and writes them as one
- * event; any other event flushes the buffer first, so order is kept.
- * Errors surface on the next call (or flush), never in the void.
+ * Writes a run's events through, in order, with at most one write in flight:
+ * an event (or text delta) is written at once when no write is in flight;
+ * what arrives while one is in flight is coalesced into the next single
+ * write (consecutive text deltas into one `text.delta` event of up to
+ * MAX_DELTA_CHARS). So a quiet stream is stored as it comes, a busy one is
+ * batched by the database's own round-trip time, and a slow database never
+ * gets more than one write per run at a time.
+ *
+ * Nothing here waits for the write: errors (AttemptSuperseded, a lost
+ * database) surface on the next call, on flush() or on close().
  */
 export function createEventWriter(pool: Pool, runId: string, attempt: number) {
-  let text = "";
-  let timer: NodeJS.Timeout | null = null;
-  let chain: Promise<unknown> = Promise.resolve();
+  let pending: PendingEvent[] = [];
+  /** The data of the last pending event when it is a text delta still open to more text. */
+  let openText: { text: string } | null = null;
+  let route: RouteUpdate | null = null;
+  let inflight: Promise<void> | null = null;
   let failure: unknown = null;
+  let closed = false;
 
-  const enqueue = (events: PendingEvent[]) => {
-    chain = chain.then(() => appendEvents(pool, runId, attempt, events)).catch((err: unknown) => {
-      failure ??= err;
-    });
-    return chain;
-  };
-  const takeText = (): PendingEvent[] => {
-    if (timer) clearTimeout(timer);
-    timer = null;
-    if (!text) return [];
-    const e: PendingEvent = { type: "text.delta", data: { text } };
-    text = "";
-    return [e];
-  };
   const check = () => {
     if (failure) throw failure;
+  };
+  const take = (): Unwritten => {
+    const out = { events: pending, route };
+    pending = [];
+    openText = null;
+    route = null;
+    return out;
+  };
+  const start = () => {
+    if (inflight || closed || failure || pending.length === 0) return;
+    const batch = take();
+    inflight = appendEvents(pool, runId, attempt, batch.events, batch.route).then(
+      () => {
+        inflight = null;
+        start();
+      },
+      (err: unknown) => {
+        failure ??= err;
+        inflight = null;
+      },
+    );
+  };
+  const settled = async () => {
+    while (inflight) await inflight;
   };
 
   return {
     delta(chunk: string) {
       check();
-      text += chunk;
-      if (text.length >= MAX_BATCH_CHARS) void enqueue(takeText());
-      else timer ??= setTimeout(() => void enqueue(takeText()), DELTA_BATCH_MS);
+      if (closed) return;
+      if (openText && openText.text.length + chunk.length <= MAX_DELTA_CHARS) {
+        openText.text += chunk;
+      } else {
+        openText = { text: chunk };
+        pending.push({ type: "text.delta", data: openText });
+      }
+      start();
     },
-    async event(type: RunEventType, data: unknown) {
+    /** Any other event; `routeUpdate` records the run's route with it (the `route` event). */
+    event(type: RunEventType, data: unknown, routeUpdate?: RouteUpdate) {
       check();
-      await enqueue([...takeText(), { type, data }]);
-      check();
+      if (closed) return;
+      pending.push({ type, data });
+      openText = null;
+      if (routeUpdate) route = routeUpdate;
+      start();
     },
-    /** Writes whatever is buffered and waits for every write so far. */
+    /** Waits until everything so far is stored. */
     async flush() {
-      await enqueue(takeText());
+      while (!closed && !failure && (inflight || pending.length > 0)) {
+        start();
+        await settled();
+      }
       check();
     },
-    /** Drops the buffer and timer (the attempt is over). */
-    discard() {
-      takeText();
+    /**
+     * Ends the writer: waits for the write in flight and hands back what is
+     * not written yet, for the statement that ends the attempt to write with
+     * it. Throws what a write failed with.
+     */
+    async close(): Promise<Unwritten> {
+      closed = true;
+      await settled();
+      check();
+      return take();
+    },
+    /** Ends the writer dropping what is not written; waits for the write in flight, ignoring its outcome. */
+    async discard() {
+      closed = true;
+      take();
+      await settled();
     },
   };
 }

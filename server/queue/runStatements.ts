@@ -1,0 +1,262 @@
+/**
+ * The statements that start and end an attempt, one round trip each. A
+ * single statement is atomic, so the claim (with its first events and the
+ * conversation history) and every ending (the run's new state, the events
+ * not yet written, the terminal event, the answer, the retry's job and the
+ * NOTIFY) need no BEGIN/COMMIT around them. `runs.last_seq` hands out the
+ * events' seq in the same update that changes the run, and the update's
+ * `attempt` and `status` conditions are what lock out a superseded attempt.
+ */
+import type { Pool } from "../db/pool.js";
+import type { ChatTurn } from "../agents/types.js";
+import { RUN_EVENTS_CHANNEL, type PendingEvent, type Unwritten } from "./runEvents.js";
+import { JOB_MAX_ATTEMPTS, RUN_TASK } from "./enqueue.js";
+
+export interface ClaimedRun {
+  id: string;
+  user_id: string;
+  conversation_id: string;
+  message_id: string;
+  requested_agent: string | null;
+  attempt: number;
+  failures: number;
+  created_at: Date;
+}
+
+/**
+ * $1 run id, $2 instance id, $3 attempts allowed in all, $4 history length.
+ * Marks the run running for a new attempt, writes `reset {attempt}` (from the
+ * second attempt on) and `status running`, and reads the conversation up to
+ * the run's message: one row, or none when the run is not to be run.
+ */
+const CLAIM_SQL = `
+with c as (
+  update runs set status = 'running', attempt = attempt + 1, instance_id = $2,
+    started_at = coalesce(started_at, now()), updated_at = now(),
+    last_seq = last_seq + case when attempt > 0 then 2 else 1 end
+  where id = $1 and status in ('queued', 'running') and cancel_requested_at is null
+  returning id, user_id, conversation_id, message_id, requested_agent, attempt, failures, created_at, last_seq
+), ev as (
+  insert into run_events (run_id, seq, attempt, type, data, created_at)
+  select c.id, c.last_seq - 2 + e.ord, c.attempt, e.type, e.data, clock_timestamp()
+  from c cross join lateral (values
+    (1, 'reset', jsonb_build_object('attempt', c.attempt)),
+    (2, 'status', jsonb_build_object('status', 'running', 'attempt', c.failures + 1, 'of', $3::int))
+  ) as e(ord, type, data)
+  where e.ord = 2 or c.attempt > 1
+  returning seq
+), h as (
+  select m.id, m.role, m.content, m.created_at
+  from c
+  join messages own on own.id = c.message_id
+  join messages m on m.conversation_id = c.conversation_id and m.created_at <= own.created_at
+  order by m.created_at desc, m.id desc
+  limit $4
+)
+select c.id, c.user_id, c.conversation_id, c.message_id, c.requested_agent, c.attempt, c.failures, c.created_at,
+  (select count(*) from ev)::int as events,
+  pg_notify('${RUN_EVENTS_CHANNEL}', c.id::text || ':' || c.last_seq) as notified,
+  coalesce((select jsonb_agg(jsonb_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::jsonb) as history
+from c`;
+
+export interface Claim {
+  run: ClaimedRun;
+  /** The run's own message. */
+  content: string;
+  /** The conversation up to and including it, oldest first. */
+  turns: ChatTurn[];
+}
+
+/** Claims the run for a new attempt on this instance; null when it is gone, over, or cancelled before it started. */
+export async function claimRun(pool: Pool, runId: string, instanceId: string, maxAttempts: number, historyLimit: number): Promise<Claim | null> {
+  const r = await pool.query<ClaimedRun & { history: { id: string; role: "user" | "assistant"; content: string }[] }>(CLAIM_SQL, [
+    runId,
+    instanceId,
+    maxAttempts,
+    historyLimit,
+  ]);
+  const row = r.rows[0];
+  if (!row) return null;
+  const { history, ...run } = row;
+  const own = history.find((m) => m.id === run.message_id);
+  return { run, content: own?.content ?? "", turns: history.map(({ role, content }) => ({ role, content })) };
+}
+
+/**
+ * $1 run id. A run a cancel was requested for before any attempt took it:
+ * cancelled, with its terminal event. False when there is nothing to cancel.
+ */
+const CANCEL_UNSTARTED_SQL = `
+with r as (
+  update runs set status = 'cancelled', finished_at = now(), updated_at = now(), last_seq = last_seq + 1
+  where id = $1 and status in ('queued', 'running') and cancel_requested_at is not null
+  returning attempt, last_seq
+), ev as (
+  insert into run_events (run_id, seq, attempt, type, data, created_at)
+  select $1, r.last_seq, r.attempt, 'cancelled', '{}'::jsonb, clock_timestamp() from r
+  returning seq
+)
+select (select count(*) from ev)::int as events, pg_notify('${RUN_EVENTS_CHANNEL}', $1::text || ':' || r.last_seq) as notified from r`;
+
+export async function cancelUnstarted(pool: Pool, runId: string): Promise<boolean> {
+  const r = await pool.query(CANCEL_UNSTARTED_SQL, [runId]);
+  return Boolean(r.rowCount);
+}
+
+/** How an attempt ends. */
+export type Ending =
+  | { kind: "succeeded"; text: string; usage: { promptTokens: number; completionTokens: number } | null }
+  | { kind: "retry"; failures: number; code: string; message: string; until: Date; status: Record<string, unknown> }
+  | { kind: "handback" }
+  | { kind: "failed"; failures: number; code: string; message: string }
+  | { kind: "cancelled" };
+
+/** "ended": the ending was recorded; "cancelled": a cancel requested meanwhile won; "superseded": the attempt no longer owns the run. */
+export type EndResult = "ended" | "cancelled" | "superseded";
+
+interface EndingSql {
+  status: "succeeded" | "queued" | "failed" | "cancelled";
+  /** Columns set when no cancel was requested (a cancel leaves them as they are). */
+  set: Record<string, string>;
+  /** Whether finished_at is set (a queued run is not finished, unless a cancel wins). */
+  finishes: boolean;
+  terminalType: string;
+  /** SQL for the terminal event's data; may use the CTE `mid` (succeeded). */
+  terminalData: string;
+  /** `run_at` of the job put back on the queue. */
+  runAt?: string;
+  params: unknown[];
+}
+
+/** Per ending: its columns and terminal event, parameters from $7 on. */
+function endingSql(e: Ending): EndingSql {
+  switch (e.kind) {
+    case "succeeded":
+      return {
+        status: "succeeded",
+        set: { prompt_tokens: "$7::int", completion_tokens: "$8::int", error_code: "null", error_message: "null" },
+        finishes: true,
+        terminalType: "done",
+        terminalData: "jsonb_build_object('messageId', (select id from mid))",
+        params: [e.usage?.promptTokens ?? null, e.usage?.completionTokens ?? null, e.text],
+      };
+    case "retry":
+      return {
+        status: "queued",
+        set: { failures: "$7::int", error_code: "$8::text", error_message: "$9::text", instance_id: "null" },
+        finishes: false,
+        terminalType: "status",
+        terminalData: "$10::jsonb",
+        runAt: "$11::timestamptz",
+        params: [e.failures, e.code, e.message, JSON.stringify(e.status), e.until],
+      };
+    case "handback":
+      return {
+        status: "queued",
+        set: { instance_id: "null" },
+        finishes: false,
+        terminalType: "status",
+        terminalData: `jsonb_build_object('status', 'queued', 'reason', 'interrupted')`,
+        runAt: "now()",
+        params: [],
+      };
+    case "failed":
+      return {
+        status: "failed",
+        set: { failures: "$7::int", error_code: "$8::text", error_message: "$9::text" },
+        finishes: true,
+        terminalType: "failed",
+        terminalData: "jsonb_build_object('code', $8::text, 'message', $9::text)",
+        params: [e.failures, e.code, e.message],
+      };
+    case "cancelled":
+      return { status: "cancelled", set: {}, finishes: true, terminalType: "cancelled", terminalData: "'{}'::jsonb", params: [] };
+    default: {
+      const unreachable: never = e;
+      throw new Error(`unknown ending ${JSON.stringify(unreachable)}`);
+    }
+  }
+}
+
+const whenNoCancel = (col: string, expr: string) => `${col} = case when cancel_requested_at is null then ${expr} else ${col} end`;
+
+/**
+ * $1 run id, $2 attempt, $3/$4 the unwritten events' types and data, $5/$6 an
+ * unwritten route (agent, reason), then the ending's own. Only while the run
+ * is this attempt's and running; a cancel requested meanwhile wins over any
+ * ending (the run is cancelled, with a `cancelled` terminal event, and no
+ * answer is written).
+ */
+function endSql(s: EndingSql): string {
+  const set = [
+    `status = case when cancel_requested_at is null then '${s.status}' else 'cancelled' end`,
+    s.finishes ? "finished_at = now()" : "finished_at = case when cancel_requested_at is null then finished_at else now() end",
+    "updated_at = now()",
+    "last_seq = last_seq + cardinality($3::text[]) + 1",
+    "agent = coalesce($5::text, agent)",
+    "route_reason = coalesce($6::text, route_reason)",
+    ...Object.entries(s.set).map(([col, expr]) => whenNoCancel(col, expr)),
+  ];
+  const answer =
+    s.status === "succeeded"
+      ? `, m as (
+  insert into messages (conversation_id, user_id, role, content, run_id, agent)
+  select r.conversation_id, r.user_id, 'assistant', $9::text, $1, r.agent from r where r.status = 'succeeded'
+  on conflict (run_id) do nothing
+  returning id
+), mid as (
+  select coalesce((select id from m), (select id from messages where run_id = $1)) as id
+)`
+      : "";
+  const job = s.runAt
+    ? `, j as (
+  select graphile_worker.add_job('${RUN_TASK}', json_build_object('runId', $1::text), job_key := $1::text,
+    run_at := ${s.runAt}, max_attempts := ${JOB_MAX_ATTEMPTS}, job_key_mode := 'replace')
+  from r where r.status = 'queued'
+)`
+    : "";
+  return `
+with r as (
+  update runs set ${set.join(",\n    ")}
+  where id = $1 and attempt = $2 and status = 'running'
+  returning status, last_seq, conversation_id, user_id, agent
+)${answer}, ev as (
+  insert into run_events (run_id, seq, attempt, type, data, created_at)
+  select $1, r.last_seq - cardinality($3::text[]) - 1 + t.ord, $2, t.type, t.data, clock_timestamp()
+  from r cross join lateral unnest(
+    $3::text[] || (case when r.status = 'cancelled' then 'cancelled' else '${s.terminalType}' end)::text,
+    $4::jsonb[] || (case when r.status = 'cancelled' then '{}'::jsonb else ${s.terminalData} end)
+  ) with ordinality as t(type, data, ord)
+  returning seq
+)${job}
+select r.status, (select count(*) from ev)::int as events,
+  ${s.runAt ? "(select count(*) from j)::int" : "0"} as jobs,
+  pg_notify('${RUN_EVENTS_CHANNEL}', $1::text || ':' || r.last_seq) as notified
+from r`;
+}
+
+const endSqlCache = new Map<string, string>();
+
+/**
+ * Ends the attempt in one statement: the events it had not written yet, its
+ * ending (answer, success and usage; retry or hand-back with the job put
+ * back; failure; cancel) and the terminal event, with one NOTIFY.
+ */
+export async function endAttempt(pool: Pool, runId: string, attempt: number, unwritten: Unwritten, ending: Ending): Promise<EndResult> {
+  const s = endingSql(ending);
+  let text = endSqlCache.get(ending.kind);
+  if (!text) endSqlCache.set(ending.kind, (text = endSql(s)));
+  const events: PendingEvent[] = unwritten.events;
+  const r = await pool.query<{ status: string }>(text, [
+    runId,
+    attempt,
+    events.map((e) => e.type),
+    events.map((e) => JSON.stringify(e.data ?? {})),
+    unwritten.route?.agent ?? null,
+    unwritten.route?.reason ?? null,
+    ...s.params,
+  ]);
+  const row = r.rows[0];
+  if (!row) return "superseded";
+  return row.status === "cancelled" && ending.kind !== "cancelled" ? "cancelled" : "ended";
+}
