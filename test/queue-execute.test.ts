@@ -2,9 +2,11 @@
  * Issue 4, point 2: a run executes on the in-process queue (real
  * graphile-worker, LISTEN on): queued → running → succeeded with its attempt,
  * instance and usage; every event in run_events with seq 1..n; deltas
- * batched; exactly one assistant message holding the streamed text.
+ * written through, coalesced only while a write is in flight; exactly one
+ * assistant message holding the streamed text.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
+import { createEventWriter, MAX_DELTA_CHARS } from "../server/queue/runEvents.js";
 import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
 import { startDataApi, type DataApi } from "./helpers/dataApi.js";
 import {
@@ -85,9 +87,9 @@ describe("execute (point 2)", () => {
     expect(events[0]).toMatchObject({ type: "status", data: { status: "running", attempt: 1, of: 3 } });
     expect(events[1]).toMatchObject({ type: "route", data: { agent: "scripted", reason: "scripted by the test" } });
     const texts = events.filter((e) => e.type === "text.delta").map((e) => e.data.text as string);
-    // Batched: fewer writes than deltas, the same text in the same order.
+    // Written through: at most one row per delta (fewer when deltas came while a write was in flight), the same text in the same order.
     expect(texts.length).toBeGreaterThan(0);
-    expect(texts.length).toBeLessThan(deltas.length);
+    expect(texts.length).toBeLessThanOrEqual(deltas.length);
     expect(texts.join("")).toBe(deltas.join(""));
     expect(events.map((e) => e.type)).toEqual(["status", "route", ...texts.map(() => "text.delta"), "usage", "done"]);
     expect(events.at(-2)?.data).toEqual({ promptTokens: 12, completionTokens: 34 });
@@ -140,5 +142,105 @@ describe("execute (point 2)", () => {
     expect(await assistantMessages(db, runId)).toEqual([]);
     expect((await runEvents(db, runId)).map((e) => e.type)).not.toContain("done");
     await db.pool.query("update runs set status = 'cancelled' where id = $1", [runId]);
+  });
+});
+
+/**
+ * The event writer's contract (issue 5's "chunk sent → delta stored"): a
+ * delta is written as soon as it comes when no write is in flight; what comes
+ * while one is in flight is coalesced into the next single write. Shown on a
+ * finished run of the queue's (its attempt 1 is the writer's), with the
+ * database write held slow by a lock on the run's row.
+ */
+describe("event writer: write-through with coalescing", () => {
+  const APPEND_WAITING = `select count(*)::int as n from pg_stat_activity
+    where datname = current_database() and wait_event_type = 'Lock' and query like '%insert into run_events%'`;
+
+  /** A run the queue is done with (failed at once), and its last seq. */
+  async function finishedRun(): Promise<{ runId: string; lastSeq: number }> {
+    const client = api.client();
+    const conv = await newConversation(client);
+    const { runId } = await postRun(client, conv, scriptOf({ fail: { code: "bad_input", message: "no", retryable: false } }));
+    await waitForStatus(db, runId, ["failed"]);
+    await waitForNoJob(db, runId);
+    return { runId, lastSeq: (await runRow(db, runId)).last_seq };
+  }
+
+  it("stores a delta without waiting for a timer or a flush when no write is in flight", async () => {
+    const { runId, lastSeq } = await finishedRun();
+    const writer = createEventWriter(db.pool, runId, 1);
+    // With timers frozen, a delta held for a batch window would never be written.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+    try {
+      writer.delta("at once");
+      let stored: EventRow[] = [];
+      for (let i = 0; i < 2000 && stored.length === 0; i++) stored = (await runEvents(db, runId)).filter((e) => e.seq > lastSeq);
+      expect(stored).toEqual([{ seq: lastSeq + 1, attempt: 1, type: "text.delta", data: { text: "at once" } }]);
+    } finally {
+      vi.useRealTimers();
+    }
+    await writer.flush();
+  });
+
+  it("with a write held slow, coalesces what comes meanwhile into one next write: few rows, order and text kept, one write in flight", async () => {
+    const { runId, lastSeq } = await finishedRun();
+    const writer = createEventWriter(db.pool, runId, 1);
+    const lock = await db.pool.connect();
+    try {
+      await lock.query("begin");
+      await lock.query("select 1 from runs where id = $1 for update", [runId]);
+      writer.delta("first ");
+      // The first delta's write is issued at once and waits on the lock.
+      await waitFor("the first write to wait on the lock", async () => (await db.pool.query(APPEND_WAITING)).rows[0].n === 1);
+      const chunk = "x".repeat(99) + " ";
+      const burst = Array.from({ length: 50 }, () => chunk);
+      for (const c of burst) writer.delta(c);
+      writer.event("usage", { promptTokens: 1, completionTokens: 2 });
+      const tail = Array.from({ length: 10 }, (_, i) => `t${i} `);
+      for (const c of tail) writer.delta(c);
+      // Everything after the first is waiting in memory, not in a second write.
+      expect((await db.pool.query(APPEND_WAITING)).rows[0].n).toBe(1);
+      await lock.query("commit");
+    } finally {
+      lock.release();
+    }
+    await writer.flush();
+
+    const stored = (await runEvents(db, runId)).filter((e) => e.seq > lastSeq);
+    expect(stored.map((e) => e.seq)).toEqual(stored.map((_, i) => lastSeq + 1 + i));
+    const types = stored.map((e) => e.type);
+    // "first ", the burst (5,000 characters: two events of at most MAX_DELTA_CHARS), usage, the tail in one.
+    expect(types).toEqual(["text.delta", "text.delta", "text.delta", "usage", "text.delta"]);
+    const texts = stored.map((e) => (e.type === "text.delta" ? (e.data.text as string) : ""));
+    expect(texts[0]).toBe("first ");
+    expect(texts[1]! + texts[2]!).toBe("x".repeat(99).concat(" ").repeat(50));
+    expect(Math.max(...texts.map((t) => t.length))).toBeLessThanOrEqual(MAX_DELTA_CHARS);
+    expect(stored[3]?.data).toEqual({ promptTokens: 1, completionTokens: 2 });
+    expect(texts[4]).toBe(Array.from({ length: 10 }, (_, i) => `t${i} `).join(""));
+    expect((await runRow(db, runId)).last_seq).toBe(lastSeq + stored.length);
+  });
+
+  it("hands back what is unwritten when closed, after the write in flight, and writes nothing more", async () => {
+    const { runId, lastSeq } = await finishedRun();
+    const writer = createEventWriter(db.pool, runId, 1);
+    const lock = await db.pool.connect();
+    let closing: ReturnType<typeof writer.close>;
+    try {
+      await lock.query("begin");
+      await lock.query("select 1 from runs where id = $1 for update", [runId]);
+      writer.delta("written ");
+      await waitFor("the first write to wait on the lock", async () => (await db.pool.query(APPEND_WAITING)).rows[0].n === 1);
+      writer.delta("left ");
+      writer.delta("over");
+      closing = writer.close();
+      await lock.query("commit");
+    } finally {
+      lock.release();
+    }
+    expect(await closing).toEqual({ events: [{ type: "text.delta", data: { text: "left over" } }], route: null });
+    writer.delta("after close");
+    await writer.flush();
+    const stored = (await runEvents(db, runId)).filter((e) => e.seq > lastSeq);
+    expect(stored.map((e) => e.data.text)).toEqual(["written "]);
   });
 });
