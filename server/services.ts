@@ -81,6 +81,8 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
   api.use(createAgentsRouter(registry));
   api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), identity, agentNames: registry.names(), runEvents }));
   deps.dbRoutes.set(api);
+  const { createA2aRouter } = await import("./a2a/router.js");
+  deps.rootRoutes.set(createA2aRouter({ config, log, pool, hub, identity, registry }));
 
   if (config.features.websockets) {
     // `ws` loads only here, off the path of the first page (see boot.ts).
