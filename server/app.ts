@@ -1,12 +1,12 @@
 import express, { type Express, type Request, type Response, type NextFunction, type Router } from "express";
-import compression from "compression";
 import type { Config } from "./config.js";
 import type { Logger } from "./ops/logger.js";
 import type { Metrics } from "./ops/metrics.js";
 import type { Lifecycle } from "./ops/lifecycle.js";
 import type { StaticHandlers } from "./static.js";
 import { installObserve } from "./http/middleware/observe.js";
-import { securityHeaders, corsFor, apiRateLimit, requireJsonBody, noStore } from "./http/middleware/security.js";
+import { securityHeaders } from "./http/middleware/security.js";
+import { createApiGate } from "./http/middleware/apiGate.js";
 import { AppError, coerceError, notFound } from "./http/errors.js";
 import { createMetaRouter } from "./http/routes/meta.js";
 
@@ -42,26 +42,18 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(installObserve(app, log, metrics, deps.onResponse));
   app.use(securityHeaders(config));
-  if (deps.staticHandlers) app.use(deps.staticHandlers.files);
 
+  // /api ahead of the static files: no file is served under /api (its own
+  // 404 ends every /api path), so API requests skip the file lookup.
   const api = express.Router();
-  api.use(noStore);
-  api.use(corsFor(config));
-  api.use(apiRateLimit(config));
-  api.use(requireJsonBody);
-  api.use(express.json({ limit: config.server.bodyLimitBytes, strict: true }));
-  api.use(
-    compression({
-      threshold: 1024,
-      filter: (req, res) => req.headers["x-no-compression"] === undefined && compression.filter(req, res),
-    }),
-  );
+  api.use(createApiGate(config));
   api.use(createMetaRouter(deps));
   for (const r of deps.apiRouters ?? []) api.use(r);
   api.use((req: Request) => {
     throw notFound(`No API route for ${req.method} ${req.path}`);
   });
   app.use("/api", api);
+  if (deps.staticHandlers) app.use(deps.staticHandlers.files);
   for (const r of deps.rootRouters ?? []) app.use(r);
 
   if (deps.staticHandlers) app.use(deps.staticHandlers.spaFallback);

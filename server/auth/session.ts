@@ -17,14 +17,21 @@ export interface SessionCodec {
 }
 
 /** HMAC-SHA256 signed session values; tampering or expiry yields null, never a user. */
-export function createSessionCodec(secret: string): SessionCodec {
+export function createSessionCodec(secret: string, opts: { cacheSize?: number } = {}): SessionCodec {
   const mac = (payload: string) => createHmac("sha256", secret).update(payload).digest();
+  // Values whose MAC checked out, so a browser's every request does not pay
+  // for an HMAC: a value always verifies the same way, only its expiry moves
+  // (checked on every call). Only valid values are kept, at most `cacheSize`.
+  const cacheSize = opts.cacheSize ?? 10_000;
+  const verified = new Map<string, { userId: string; expiresAt: number }>();
   return {
     sign(userId, expiresAt) {
       const payload = `v1.${userId}.${expiresAt}`;
       return `${payload}.${mac(payload).toString("base64url")}`;
     },
     verify(value, nowSeconds) {
+      const known = verified.get(value);
+      if (known) return known.expiresAt > nowSeconds ? { ...known } : null;
       const parts = value.split(".");
       if (parts.length !== 4 || parts[0] !== "v1") return null;
       const [, userId = "", exp = "", sig = ""] = parts;
@@ -36,7 +43,10 @@ export function createSessionCodec(secret: string): SessionCodec {
       if (given.length !== expected.length || given.toString("base64url") !== sig || !timingSafeEqual(given, expected)) return null;
       const expiresAt = Number(exp);
       if (expiresAt <= nowSeconds) return null;
-      return { userId: userId.toLowerCase(), expiresAt };
+      const session = { userId: userId.toLowerCase(), expiresAt };
+      if (verified.size >= cacheSize) verified.clear();
+      verified.set(value, session);
+      return { ...session };
     },
   };
 }

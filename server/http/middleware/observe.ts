@@ -52,7 +52,7 @@ function traceRouteTemplate(proto: Request) {
 /**
  * Request id, per-request child logger (lazy), in-flight gauge, duration
  * histogram and the access log line, in one middleware so the hot path pays
- * for one `finish` listener.
+ * for one `close` listener.
  */
 export function installObserve(app: Express, log: Logger, metrics: Metrics, onResponse?: (ms: number) => void) {
   Object.defineProperty(app.request, "log", {
@@ -70,10 +70,9 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics, onRe
     req.id = typeof incoming === "string" && SAFE_ID.test(incoming) ? incoming : randomUUID();
     res.setHeader("x-request-id", req.id);
     metrics.httpInFlight.inc();
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
+    // One listener: a response emits `close` once, after `finish` when it
+    // completed and alone when the connection went first.
+    res.on("close", () => {
       metrics.httpInFlight.dec();
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
       const status = res.headersSent ? res.statusCode : 499;
@@ -83,9 +82,7 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics, onRe
       if (logRequests) {
         req.log.info({ method: req.method, url: req.originalUrl, status, ms: Math.round(seconds * 1e4) / 10 }, "request completed");
       }
-    };
-    res.once("finish", finish);
-    res.once("close", finish);
+    });
     next();
   };
 }

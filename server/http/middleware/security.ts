@@ -1,7 +1,7 @@
 import helmet from "helmet";
 import cors from "cors";
-import { rateLimit } from "express-rate-limit";
-import type { Request, Response, NextFunction, RequestHandler } from "express";
+import { rateLimit, ipKeyGenerator } from "express-rate-limit";
+import type { Request, Response, RequestHandler } from "express";
 import type { Config } from "../../config.js";
 import { AppError } from "../errors.js";
 
@@ -41,18 +41,61 @@ export function securityHeaders(config: Config): RequestHandler {
     }
     return policy;
   };
-  const others = helmet({
-    contentSecurityPolicy: false,
-    strictTransportSecurity: config.production ? { maxAge: 365 * 24 * 60 * 60, includeSubDomains: true } : false,
-    crossOriginEmbedderPolicy: false,
-  });
+  const others = fixedHeadersOf(
+    helmet({
+      contentSecurityPolicy: false,
+      strictTransportSecurity: config.production ? { maxAge: 365 * 24 * 60 * 60, includeSubDomains: true } : false,
+      crossOriginEmbedderPolicy: false,
+    }),
+  );
   return function securityHeaders(req, res, next) {
     res.setHeader("content-security-policy", policyFor(req));
-    others(req, res, next);
+    for (const [name, value] of others) res.setHeader(name, value);
+    next();
   };
 }
 
-/** CORS only for CORS_ORIGINS (none by default); same-origin needs no CORS. */
+/**
+ * The headers a request-independent middleware sets, found by running it once
+ * on a recording response: helmet's headers (all but the CSP) depend on its
+ * options only, so each request gets the same list without running helmet's
+ * chain of eleven middlewares. A middleware that reads the request, removes a
+ * header other than X-Powered-By (which the app never sets) or does not call
+ * next at once is refused, so a helmet upgrade that changes this fails at boot.
+ */
+export function fixedHeadersOf(middleware: RequestHandler): [string, string][] {
+  const headers = new Map<string, string>();
+  const req = new Proxy(
+    {},
+    {
+      get(_t, key) {
+        throw new Error(`the fixed-header middleware reads req.${String(key)}`);
+      },
+    },
+  );
+  const res = {
+    setHeader(name: string, value: string | number | readonly string[]) {
+      headers.set(name.toLowerCase(), Array.isArray(value) ? value.join(", ") : String(value));
+      return res;
+    },
+    removeHeader(name: string) {
+      if (name.toLowerCase() !== "x-powered-by") throw new Error(`the fixed-header middleware removes ${name}`);
+    },
+  };
+  let called = false;
+  // The recording response has only the two methods helmet uses; the Proxy throws on any other use of the request.
+  void middleware(req as Request, res as unknown as Response, (err?: unknown) => {
+    if (err) throw err instanceof Error ? err : new Error(String(err));
+    called = true;
+  });
+  if (!called) throw new Error("the fixed-header middleware did not call next synchronously");
+  return [...headers];
+}
+
+/**
+ * CORS only for CORS_ORIGINS (none by default); same-origin needs no CORS.
+ * Answers an allowed preflight itself (204).
+ */
 export function corsFor(config: Config): RequestHandler {
   const allowed = new Set(config.security.corsOrigins);
   return cors({
@@ -62,7 +105,12 @@ export function corsFor(config: Config): RequestHandler {
   });
 }
 
-/** 100 requests per 15 min per client IP by default; `req.ip` honours the trusted hop count. */
+/**
+ * 100 requests per 15 min per client IP by default; `req.ip` honours the
+ * trusted hop count. The key is computed synchronously (the library's default
+ * key generator is async and re-runs its configuration checks on every
+ * request); IPv6 clients are keyed by their /56, as the default does.
+ */
 export function apiRateLimit(config: Config): RequestHandler {
   const { max, windowMs } = config.security.rateLimit;
   return rateLimit({
@@ -70,29 +118,11 @@ export function apiRateLimit(config: Config): RequestHandler {
     limit: max,
     standardHeaders: "draft-7",
     legacyHeaders: false,
+    keyGenerator: (req) => ipKeyGenerator(req.ip ?? req.socket.remoteAddress ?? ""),
     // The library sets RateLimit and Retry-After headers before calling this.
     handler: (_req, res) => {
       const err = new AppError("rate_limited", 429, "Too many requests; try again later");
       res.status(429).json(err.toBody());
     },
   });
-}
-
-const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
-
-/** A request that carries a body on a JSON route must say it is JSON: 415 otherwise. */
-export function requireJsonBody(req: Request, _res: Response, next: NextFunction) {
-  if (!BODY_METHODS.has(req.method)) return next();
-  const len = req.headers["content-length"];
-  const hasBody = req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
-  if (hasBody && !req.is("application/json")) {
-    return next(new AppError("unsupported_media_type", 415, "Request body must be application/json"));
-  }
-  next();
-}
-
-/** API responses are per-user and never stored by caches. */
-export function noStore(_req: Request, res: Response, next: NextFunction) {
-  res.setHeader("cache-control", "no-store");
-  next();
 }

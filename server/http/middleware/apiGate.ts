@@ -1,0 +1,85 @@
+import express, { type Request, type Response, type NextFunction, type RequestHandler } from "express";
+import compression from "compression";
+import type { Config } from "../../config.js";
+import { AppError } from "../errors.js";
+import { apiRateLimit, corsFor } from "./security.js";
+
+/** API JSON bodies from this size on are compressed (when the client accepts it). */
+export const COMPRESS_THRESHOLD_BYTES = 1024;
+
+const BODY_METHODS = new Set(["POST", "PUT", "PATCH", "DELETE"]);
+
+/** A request that carries a body must say it is JSON: 415 otherwise. */
+function assertJsonBody(req: Request) {
+  const len = req.headers["content-length"];
+  const hasBody = req.headers["transfer-encoding"] !== undefined || (len !== undefined && len !== "0");
+  if (hasBody && !req.is("application/json")) {
+    throw new AppError("unsupported_media_type", 415, "Request body must be application/json");
+  }
+}
+
+/** True when a `res.send` body is at least `COMPRESS_THRESHOLD_BYTES` long, without encoding short strings. */
+function isLarge(body: unknown): boolean {
+  if (typeof body === "string") {
+    if (body.length >= COMPRESS_THRESHOLD_BYTES) return true;
+    // A UTF-16 unit is at most 3 UTF-8 bytes: shorter strings cannot reach the threshold.
+    return body.length * 3 >= COMPRESS_THRESHOLD_BYTES && Buffer.byteLength(body) >= COMPRESS_THRESHOLD_BYTES;
+  }
+  return Buffer.isBuffer(body) && body.length >= COMPRESS_THRESHOLD_BYTES;
+}
+
+/**
+ * Everything every /api request goes through, as one middleware (one router
+ * layer instead of six), in this order:
+ *
+ * 1. `Cache-Control: no-store`: API responses are per-user.
+ * 2. CORS for CORS_ORIGINS (the `cors` package, only when an `Origin` header
+ *    is sent: without one it sets nothing); an allowed preflight ends here.
+ * 3. The rate limit (express-rate-limit): 429 JSON past it.
+ * 4. On POST/PUT/PATCH/DELETE: a body must be `application/json` (415), then
+ *    it is parsed (`express.json`, BODY_LIMIT_BYTES → 413, malformed → 400).
+ * 5. Compression, decided when the body is known: `res.send` of a body of
+ *    1 KB or more sets up the `compression` middleware for that response,
+ *    unless `x-no-compression` was sent. Most API answers are small JSON, and
+ *    setting compression up on each of them (it wraps write/end/on and
+ *    writes the headers apart from the body) cost more than the route.
+ *    Streams written with `res.write` (SSE) are never compressed.
+ */
+export function createApiGate(config: Config): RequestHandler {
+  const cors = corsFor(config);
+  const limit = apiRateLimit(config);
+  const parseJson = express.json({ limit: config.server.bodyLimitBytes, strict: true });
+  const compress = compression({ threshold: COMPRESS_THRESHOLD_BYTES });
+  const send = express.response.send;
+
+  function sendMaybeCompressed(this: Response, body: unknown): Response {
+    if (isLarge(body) && this.req.headers["x-no-compression"] === undefined && !this.headersSent) {
+      // compression sets itself up synchronously, then calls next.
+      void compress(this.req, this, () => undefined);
+    }
+    return send.call(this, body);
+  }
+
+  function afterLimit(req: Request, res: Response, next: NextFunction) {
+    (res as { send: unknown }).send = sendMaybeCompressed;
+    if (!BODY_METHODS.has(req.method)) return next();
+    assertJsonBody(req);
+    parseJson(req, res, next);
+  }
+
+  return function apiGate(req, res, next) {
+    res.setHeader("cache-control", "no-store");
+    const limited = () =>
+      limit(req, res, (err?: unknown) => {
+        if (err) return next(err);
+        try {
+          afterLimit(req, res, next);
+        } catch (e) {
+          next(e);
+        }
+      });
+    if (req.headers.origin === undefined) return limited();
+    // cors calls next unless it answered a preflight.
+    return cors(req, res, (err?: unknown) => (err ? next(err) : limited()));
+  };
+}
