@@ -135,3 +135,170 @@ describe("streaming (point 5)", () => {
     expect((await waitForStatus(db, task?.id ?? "", ["succeeded"])).status).toBe("succeeded");
   });
 });
+
+describe("cancel and subscribe (point 5)", () => {
+  it("CancelTask on a running task ends it CANCELED, on the stream too, through the queue's cancel", async () => {
+    const { token } = await stack.token();
+    const client = await stack.client(token);
+    const stream = client.sendMessageStream({ tenant: "", message: userMessage(scriptOf({ text: ["working"], hang: true })), configuration: undefined, metadata: undefined });
+    const seen: StreamResponse[] = [];
+    let taskId = "";
+    for await (const r of stream) {
+      seen.push(r);
+      if (r.payload?.$case === "task") taskId = r.payload.value.id;
+      if (r.payload?.$case === "artifactUpdate") break;
+    }
+    expect(taskId).not.toBe("");
+    // The run is executing (the stream showed its text): cancel it from another call.
+    const cancelled = await client.cancelTask({ tenant: "", id: taskId, metadata: undefined });
+    expect(stateName(cancelled.status?.state)).toBe("TASK_STATE_CANCELED");
+    const row = await waitForStatus(db, taskId, ["cancelled"]);
+    expect(row.cancel_requested_at).not.toBeNull();
+    // A subscriber of the finished task is told to use GetTask; GetTask says CANCELED.
+    await expect(collect(client.resubscribeTask({ tenant: "", id: taskId }))).rejects.toThrow(/terminal/);
+    expect(stateName((await client.getTask({ tenant: "", id: taskId })).status?.state)).toBe("TASK_STATE_CANCELED");
+    // Cancelling again is idempotent.
+    expect(stateName((await client.cancelTask({ tenant: "", id: taskId, metadata: undefined })).status?.state)).toBe("TASK_STATE_CANCELED");
+  });
+
+  it("a streaming client cut off mid-run sees CANCELED as the last event when it stays", async () => {
+    const { token } = await stack.token();
+    const client = await stack.client(token);
+    const events: StreamResponse[] = [];
+    let cancelled = false;
+    for await (const r of client.sendMessageStream({ tenant: "", message: userMessage(scriptOf({ text: ["x"], hang: true })), configuration: undefined, metadata: undefined })) {
+      events.push(r);
+      if (r.payload?.$case === "artifactUpdate" && !cancelled) {
+        cancelled = true;
+        const id = events[0]?.payload?.$case === "task" ? events[0].payload.value.id : "";
+        void client.cancelTask({ tenant: "", id, metadata: undefined });
+      }
+    }
+    const last = events.at(-1);
+    expect(last?.payload?.$case).toBe("statusUpdate");
+    if (last?.payload?.$case === "statusUpdate") expect(stateName(last.payload.value.status?.state)).toBe("TASK_STATE_CANCELED");
+  });
+
+  it("subscribing after a disconnect returns the task as it stands, then the rest, nothing twice", async () => {
+    const { token } = await stack.token();
+    const client = await stack.client(token);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    agents.hook("resubscribe", () => held);
+    const abort = new AbortController();
+    let taskId = "";
+    try {
+      for await (const r of client.sendMessageStream(
+        { tenant: "", message: userMessage(scriptOf({ text: ["one ", "two"], hook: "resubscribe", usage: { promptTokens: 3, completionTokens: 2 } })), configuration: undefined, metadata: undefined },
+        { signal: abort.signal },
+      )) {
+        if (r.payload?.$case === "task") taskId = r.payload.value.id;
+        if (answerText([r], "") !== "" && r.payload?.$case === "artifactUpdate") abort.abort();
+      }
+    } catch {
+      // The abort ends the client's stream with an AbortError.
+    }
+    expect(taskId).not.toBe("");
+    // Everything the agent wrote before the hook is stored before we look.
+    await waitForStatus(db, taskId, ["running"]);
+    const sub = client.resubscribeTask({ tenant: "", id: taskId });
+    const first = await sub.next();
+    const snapshot = first.value as StreamResponse;
+    expect(snapshot.payload?.$case).toBe("task");
+    const task = snapshot.payload?.$case === "task" ? snapshot.payload.value : undefined;
+    expect(task?.id).toBe(taskId);
+    expect(stateName(task?.status?.state)).toBe("TASK_STATE_WORKING");
+    const lastSeq = (task?.metadata as { esa: { lastSeq: number } }).esa.lastSeq;
+    release();
+    const rest: StreamResponse[] = [];
+    for (let n = await sub.next(); !n.done; n = await sub.next()) rest.push(n.value);
+    const seqs = rest.flatMap((r) => (r.payload?.$case === "statusUpdate" || r.payload?.$case === "artifactUpdate" ? [(r.payload.value.metadata as { esa: { seq: number } }).esa.seq] : []));
+    // The rest: every event after the snapshot's seq, none of those before it.
+    expect(seqs.length).toBeGreaterThan(0);
+    expect(Math.min(...seqs)).toBe(lastSeq + 1);
+    const stored = await db.pool.query<{ seq: number }>("select seq from run_events where run_id = $1 and seq > $2 order by seq", [taskId, lastSeq]);
+    expect([...new Set(seqs)]).toEqual(stored.rows.map((r) => r.seq));
+    const last = rest.at(-1);
+    if (last?.payload?.$case !== "statusUpdate") throw new Error("the last event is not a status update");
+    expect(stateName(last.payload.value.status?.state)).toBe("TASK_STATE_COMPLETED");
+    expect(answerText(rest, task ? artifactText(task) : "")).toBe("one two");
+  });
+});
+
+describe("protocol errors (point 5)", () => {
+  it("an unknown task is the protocol's TaskNotFound (-32001) for get, cancel and subscribe", async () => {
+    const { token } = await stack.token();
+    const client = await stack.client(token);
+    const unknown = "00000000-0000-4000-8000-000000000000";
+    await expect(client.getTask({ tenant: "", id: unknown })).rejects.toMatchObject({ name: "TaskNotFoundError" });
+    await expect(client.cancelTask({ tenant: "", id: unknown, metadata: undefined })).rejects.toMatchObject({ name: "TaskNotFoundError" });
+    await expect(collect(client.resubscribeTask({ tenant: "", id: unknown }))).rejects.toMatchObject({ name: "TaskNotFoundError" });
+    await expect(client.getTask({ tenant: "", id: "not-a-uuid" })).rejects.toMatchObject({ name: "TaskNotFoundError" });
+    const raw = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, { jsonrpc: "2.0", id: 7, method: "GetTask", params: { id: unknown } }, { authorization: `Bearer ${token}`, "a2a-version": "1.0" });
+    expect(raw.json).toMatchObject({ jsonrpc: "2.0", id: 7, error: { code: -32001 } });
+  });
+
+  it("a malformed JSON-RPC body is the protocol's parse error (-32700); an unknown method is -32601, a non-2.0 request invalid", async () => {
+    const { token } = await stack.token();
+    const auth = { authorization: `Bearer ${token}`, "a2a-version": "1.0" };
+    const parse = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, '{"jsonrpc":"2.0","id":1,"method":', auth);
+    expect(parse.json).toEqual({ jsonrpc: "2.0", id: null, error: { code: -32700, message: expect.any(String) } });
+    const method = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, { jsonrpc: "2.0", id: 2, method: "NoSuchMethod", params: {} }, auth);
+    expect(method.json).toMatchObject({ id: 2, error: { code: -32601 } });
+    // Not JSON-RPC 2.0 (no `jsonrpc`): refused as invalid by the SDK (-32602 in 1.3.0).
+    const invalid = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, { id: 3, method: "GetTask" }, auth);
+    const code = (invalid.json as { error: { code: number } }).error.code;
+    expect(code).toBeLessThanOrEqual(-32600);
+    expect(code).toBeGreaterThanOrEqual(-32603);
+  });
+
+  it("a message the server cannot take is a protocol error, and nothing is stored", async () => {
+    const { token, userId } = await stack.token();
+    const client = await stack.client(token);
+    const before = await db.pool.query("select 1 from runs where user_id = $1", [userId]);
+    const noText = { ...userMessage("x"), parts: [] };
+    await expect(client.sendMessage({ tenant: "", message: noText, configuration: undefined, metadata: undefined })).rejects.toThrow(/text part/);
+    await expect(client.sendMessage({ tenant: "", message: userMessage("a".repeat(stack.config.security.maxMessageLength + 1)), configuration: undefined, metadata: undefined })).rejects.toThrow(/longer than/);
+    await expect(
+      client.sendMessage({ tenant: "", message: userMessage("hi", { contextId: "00000000-0000-4000-8000-000000000001" }), configuration: undefined, metadata: undefined }),
+    ).rejects.toThrow(/not one of your conversations/);
+    const after = await db.pool.query("select 1 from runs where user_id = $1", [userId]);
+    expect(after.rowCount).toBe(before.rowCount);
+  });
+});
+
+describe("v0.3 method names through the SDK's legacy compatibility (point 2)", () => {
+  const v03 = (parts: string) => ({ kind: "message", messageId: crypto.randomUUID(), role: "user", parts: [{ kind: "text", text: parts }] });
+
+  it("message/send, tasks/get, message/stream, tasks/resubscribe and tasks/cancel work without an A2A-Version header", async () => {
+    const { token } = await stack.token();
+    const url = `${stack.baseUrl}/a2a/jsonrpc`;
+    const auth = { authorization: `Bearer ${token}` };
+
+    const sent = await rawRpc(url, { jsonrpc: "2.0", id: 1, method: "message/send", params: { message: v03(scriptOf({ text: ["v0.3"] })) } }, auth);
+    const task = (sent.json as { result: { kind: string; id: string; contextId: string; status: { state: string }; artifacts: { parts: { text: string }[] }[] } }).result;
+    expect(task).toMatchObject({ kind: "task", status: { state: "completed" } });
+    expect(task.artifacts[0]?.parts[0]?.text).toBe("v0.3");
+
+    const got = await rawRpc(url, { jsonrpc: "2.0", id: 2, method: "tasks/get", params: { id: task.id } }, auth);
+    expect(got.json).toMatchObject({ id: 2, result: { id: task.id, contextId: task.contextId, status: { state: "completed" } } });
+
+    const streamed = await rawRpc(url, { jsonrpc: "2.0", id: 3, method: "message/stream", params: { message: { ...v03(scriptOf({ text: ["s"] })), contextId: task.contextId } } }, auth);
+    expect(streamed.headers.get("content-type")).toMatch(/text\/event-stream/);
+    const frames = sseData(streamed.text) as { result: { kind: string; status?: { state: string }; final?: boolean } }[];
+    expect(frames[0]?.result.kind).toBe("task");
+    expect(frames.at(-1)?.result).toMatchObject({ kind: "status-update", status: { state: "completed" } });
+
+    // A held run: resubscribe sees it working, cancel ends it.
+    const hold = await rawRpc(url, { jsonrpc: "2.0", id: 4, method: "message/send", params: { message: v03(scriptOf({ hang: true })), configuration: { blocking: false } } }, auth);
+    const held = (hold.json as { result: { id: string } }).result;
+    await waitForStatus(db, held.id, ["running"]);
+    const cancelling = rawRpc(url, { jsonrpc: "2.0", id: 5, method: "tasks/resubscribe", params: { id: held.id } }, auth);
+    await new Promise((r) => setTimeout(r, 200));
+    const cancel = await rawRpc(url, { jsonrpc: "2.0", id: 6, method: "tasks/cancel", params: { id: held.id } }, auth);
+    expect(cancel.json).toMatchObject({ id: 6, result: { id: held.id, status: { state: "canceled" } } });
+    const resub = sseData((await cancelling).text) as { result: { kind: string; status?: { state: string } } }[];
+    expect(resub[0]?.result).toMatchObject({ kind: "task", status: { state: "working" } });
+    expect(resub.at(-1)?.result).toMatchObject({ kind: "status-update", status: { state: "canceled" } });
+  });
+});
