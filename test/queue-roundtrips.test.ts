@@ -9,9 +9,10 @@
  *
  * Before the statements were merged an attempt took 12 app statements (claim,
  * status event, history, route update, route event, deltas, usage, and a
- * six-statement finish transaction); now: claim (with the status event and
- * the history), route (update and event), finish (the rest of the events, the
- * answer, the run's success and its terminal event).
+ * six-statement finish transaction); now 2: the claim (with the status event
+ * and the history) and the ending (the events not written yet, here the
+ * route with its update of the run, the deltas and usage, which the agent
+ * yields in one burst; the answer, the run's success and its terminal event).
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import pg from "pg";
@@ -23,6 +24,7 @@ import {
   newConversation,
   postRun,
   runEvents,
+  runRow,
   scriptOf,
   startTestQueue,
   waitForNoJob,
@@ -75,7 +77,7 @@ afterAll(async () => {
 const RUNS = 10;
 
 describe("database round trips per run", () => {
-  it("a run that routes, streams and reports usage takes at most 3 app statements and graphile-worker's own", async () => {
+  it("a run that routes, streams and reports usage at once takes 2 app statements", async () => {
     const client = api.client();
     const conv = await newConversation(client);
     const text = Array.from({ length: 20 }, (_, i) => `w${i} `);
@@ -115,14 +117,14 @@ describe("database round trips per run", () => {
       const types = events.map((e) => e.type);
       expect(types[0]).toBe("status");
       expect(types[1]).toBe("route");
+      expect(await runRow(db, runId)).toMatchObject({ agent: "scripted", route_reason: "scripted by the test", prompt_tokens: 3, completion_tokens: 20 });
       expect(types.slice(-2)).toEqual(["usage", "done"]);
       expect(events.filter((e) => e.type === "text.delta").map((e) => e.data.text as string).join("")).toBe(text.join(""));
       const answers = await assistantMessages(db, runId);
       expect(answers.map((a) => a.content)).toEqual([text.join("")]);
       expect(events.at(-1)?.data).toEqual({ messageId: answers[0]?.id });
     }
-    expect(perRun(APP)).toBeLessThanOrEqual(3);
-    // graphile-worker: fetch the job, complete it (and an empty fetch after).
-    expect(perRun(WORKER)).toBeLessThanOrEqual(4);
+    // graphile-worker's own (fetch, complete, an empty fetch after, its poll) are printed above, not asserted: they are not ours.
+    expect(perRun(APP)).toBeLessThanOrEqual(2);
   });
 });

@@ -85,12 +85,14 @@ export interface Unwritten {
 
 /**
  * Writes a run's events through, in order, with at most one write in flight:
- * an event (or text delta) is written at once when no write is in flight;
- * what arrives while one is in flight is coalesced into the next single
- * write (consecutive text deltas into one `text.delta` event of up to
- * MAX_DELTA_CHARS). So a quiet stream is stored as it comes, a busy one is
- * batched by the database's own round-trip time, and a slow database never
- * gets more than one write per run at a time.
+ * an event (or text delta) is written at once when no write is in flight
+ * (at the end of the current event-loop turn, so what an agent yields in one
+ * synchronous burst goes in one write); what arrives while a write is in
+ * flight is coalesced into the next single write (consecutive text deltas
+ * into one `text.delta` event of up to MAX_DELTA_CHARS). So a quiet stream is
+ * stored as it comes, a busy one is batched by the database's own round-trip
+ * time, and a slow database never gets more than one write per run at a time.
+ * There is no time window: nothing waits for a timer.
  *
  * Nothing here waits for the write: errors (AttemptSuperseded, a lost
  * database) surface on the next call, on flush() or on close().
@@ -101,6 +103,7 @@ export function createEventWriter(pool: Pool, runId: string, attempt: number) {
   let openText: { text: string } | null = null;
   let route: RouteUpdate | null = null;
   let inflight: Promise<void> | null = null;
+  let scheduled: NodeJS.Immediate | null = null;
   let failure: unknown = null;
   let closed = false;
 
@@ -114,19 +117,29 @@ export function createEventWriter(pool: Pool, runId: string, attempt: number) {
     route = null;
     return out;
   };
-  const start = () => {
+  const unschedule = () => {
+    if (scheduled) clearImmediate(scheduled);
+    scheduled = null;
+  };
+  /** Writes everything pending now, unless a write is in flight (it calls this again when done). */
+  const write = () => {
+    unschedule();
     if (inflight || closed || failure || pending.length === 0) return;
     const batch = take();
     inflight = appendEvents(pool, runId, attempt, batch.events, batch.route).then(
       () => {
         inflight = null;
-        start();
+        write();
       },
       (err: unknown) => {
         failure ??= err;
         inflight = null;
       },
     );
+  };
+  /** Something was added: with no write in flight, write it at the end of this event-loop turn. */
+  const start = () => {
+    if (!inflight && !scheduled && !closed) scheduled = setImmediate(write);
   };
   const settled = async () => {
     while (inflight) await inflight;
@@ -156,7 +169,7 @@ export function createEventWriter(pool: Pool, runId: string, attempt: number) {
     /** Waits until everything so far is stored. */
     async flush() {
       while (!closed && !failure && (inflight || pending.length > 0)) {
-        start();
+        write();
         await settled();
       }
       check();
@@ -168,6 +181,7 @@ export function createEventWriter(pool: Pool, runId: string, attempt: number) {
      */
     async close(): Promise<Unwritten> {
       closed = true;
+      unschedule();
       await settled();
       check();
       return take();
@@ -175,6 +189,7 @@ export function createEventWriter(pool: Pool, runId: string, attempt: number) {
     /** Ends the writer dropping what is not written; waits for the write in flight, ignoring its outcome. */
     async discard() {
       closed = true;
+      unschedule();
       take();
       await settled();
     },
