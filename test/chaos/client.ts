@@ -19,6 +19,8 @@ export interface HttpLogEntry {
   status: number;
   start: number;
   end: number;
+  /** The `error.code` of an error answer. */
+  code?: string;
 }
 
 export interface TrackedRun {
@@ -105,7 +107,8 @@ export class ChaosClient {
     const start = Date.now();
     try {
       const res = await send(this.o.baseUrl, method, path, json !== undefined ? { headers, json } : { headers });
-      this.o.httpLog.push({ client: this.o.index, method, route: routeOf(path), status: res.status, start, end: Date.now() });
+      const code = res.status >= 400 ? (res.body as { error?: { code?: string } } | undefined)?.error?.code : undefined;
+      this.o.httpLog.push({ client: this.o.index, method, route: routeOf(path), status: res.status, start, end: Date.now(), ...(code ? { code } : {}) });
       for (const line of res.setCookie) {
         const pair = line.split(";")[0] ?? "";
         if (/^(__Host-)?esa_sid=/.test(pair)) this.cookie = pair;

@@ -357,7 +357,7 @@ async function check(): Promise<Record<string, string | number>> {
   const inWindow = (e: HttpLogEntry) => e.end >= windowStart && e.start <= windowEnd;
   const fivexx = httpLog.filter((e) => e.status >= 500);
   const outside = fivexx.filter((e) => !inWindow(e));
-  for (const e of outside) breaches.push(`${e.status} outside the database-restart window: client ${e.client} ${e.method} ${e.route} at t=${since(e.start)}s..${since(e.end)}s`);
+  for (const e of outside) breaches.push(`${e.status} ${e.code ?? ""} outside the database-restart window: client ${e.client} ${e.method} ${e.route} at t=${since(e.start)}s..${since(e.end)}s`);
 
   for (const c of clients) if (c.stats.drops < 1) breaches.push(`client ${c.index}'s socket was never dropped`);
 
@@ -367,7 +367,10 @@ async function check(): Promise<Record<string, string | number>> {
     .filter((r) => { const k = kinds.get(r.id); return k !== undefined && r.failures > planned[k.kind]; })
     .map((r) => `${r.id.slice(0, 8)} ${kinds.get(r.id)?.kind ?? "?"} ${r.failures}x ${r.error_code ?? ""}`);
   const byRoute = new Map<string, number>();
-  for (const e of fivexx) byRoute.set(`${e.status} ${e.method} ${e.route}`, (byRoute.get(`${e.status} ${e.method} ${e.route}`) ?? 0) + 1);
+  for (const e of fivexx) {
+    const key = `${e.status} ${e.code ?? "-"} ${e.method} ${e.route}`;
+    byRoute.set(key, (byRoute.get(key) ?? 0) + 1);
+  }
   const count = (s: string) => rows.filter((r) => r.status === s).length;
   const sum = (f: (c: ChaosClient) => number) => clients.reduce((n, c) => n + f(c), 0);
   const ms = (v: number | undefined) => (v === undefined ? "n/a" : `${(v / 1000).toFixed(1)} s`);
