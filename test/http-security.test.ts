@@ -6,7 +6,10 @@
 import { describe, it, expect, afterEach } from "vitest";
 import { randomBytes } from "node:crypto";
 import { request } from "node:http";
-import { Router } from "express";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import express, { Router } from "express";
+import helmet from "helmet";
 import { startTestApp, type TestApp } from "./helpers/app.js";
 
 const apps: TestApp[] = [];
@@ -102,6 +105,38 @@ describe("helmet", () => {
     const res2 = await fetch(dev.baseUrl + "/api/ping");
     expect(res2.status).toBe(200);
     expect(res2.headers.get("strict-transport-security")).toBeNull();
+  });
+
+  it("sends every header helmet itself sets, with helmet's values (computed once at start, not per request)", async () => {
+    for (const env of ["production", "test"]) {
+      const t = await start({ NODE_ENV: env });
+      // helmet run per request by a bare Express app, with the app's options.
+      const bare = express();
+      bare.use(
+        helmet({
+          contentSecurityPolicy: false,
+          strictTransportSecurity: env === "production" ? { maxAge: 365 * 24 * 60 * 60, includeSubDomains: true } : false,
+          crossOriginEmbedderPolicy: false,
+        }),
+      );
+      bare.get("/api/ping", (_req, res) => {
+        res.json({ pong: true });
+      });
+      const server = bare.listen(0, "127.0.0.1");
+      await once(server, "listening");
+      try {
+        const { port } = server.address() as AddressInfo;
+        const expected = (await fetch(`http://127.0.0.1:${port}/api/ping`)).headers;
+        const ours = (await fetch(t.baseUrl + "/api/ping")).headers;
+        const ignore = new Set(["content-type", "content-length", "date", "connection", "keep-alive", "etag", "x-powered-by"]);
+        const names = [...expected.keys()].filter((n) => !ignore.has(n));
+        expect(names.length, env).toBeGreaterThanOrEqual(9);
+        for (const n of names) expect(ours.get(n), `${env} ${n}`).toBe(expected.get(n));
+        expect(ours.get("x-powered-by")).toBeNull();
+      } finally {
+        server.close();
+      }
+    }
   });
 });
 

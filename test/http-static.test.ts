@@ -13,6 +13,7 @@ import { brotliCompressSync, brotliDecompressSync, gzipSync, gunzipSync } from "
 import { Router } from "express";
 import { createStaticHandlers, type StaticHandlers } from "../server/static.js";
 import { startTestApp, type TestApp } from "./helpers/app.js";
+import { badRequest } from "../server/http/errors.js";
 
 const CACHE_TTL = 1234;
 const INDEX_HTML = "<!doctype html><html><head><title>ESA Agents</title></head><body><div id=root></div></body></html>\n";
@@ -74,6 +75,13 @@ beforeAll(async () => {
   const api = Router();
   api.get("/big", (_req, res) => {
     res.json(bigPayload);
+  });
+  // 400 characters, 1,200 bytes of UTF-8: over 1 KB by bytes, not by characters.
+  api.get("/wide", (_req, res) => {
+    res.json({ text: "€".repeat(400) });
+  });
+  api.get("/big-error", () => {
+    throw badRequest(`bad: ${"x".repeat(2000)}`);
   });
   api.get("/small", (_req, res) => {
     res.json({ ok: true });
@@ -251,6 +259,20 @@ describe("API compression", () => {
     expect(r.status).toBe(200);
     expect(r.headers["content-encoding"]).toBeUndefined();
     expect(JSON.parse(r.body.toString("utf8"))).toEqual(bigPayload);
+  });
+
+  it("counts the threshold in bytes: 400 three-byte characters are compressed", async () => {
+    const r = await raw(t.baseUrl, "/api/wide", { "accept-encoding": "gzip" });
+    expect(r.status).toBe(200);
+    expect(r.headers["content-encoding"]).toBe("gzip");
+    expect(JSON.parse(decode(r).toString("utf8"))).toEqual({ text: "€".repeat(400) });
+  });
+
+  it("compresses an error body over 1 KB too", async () => {
+    const r = await raw(t.baseUrl, "/api/big-error", { "accept-encoding": "gzip" });
+    expect(r.status).toBe(400);
+    expect(r.headers["content-encoding"]).toBe("gzip");
+    expect(JSON.parse(decode(r).toString("utf8"))).toMatchObject({ error: { code: "bad_request" } });
   });
 
   it("does not compress a small JSON response", async () => {
