@@ -12,6 +12,7 @@ import { ISSUE3_ROWS } from "./issue3.js";
 import { ISSUE4_ROWS } from "./issue4.js";
 import { ISSUE5_ROWS } from "./issue5.js";
 import { ISSUE6_ROWS } from "./issue6.js";
+import { ISSUE7_ROWS } from "./issue7.js";
 
 export const ROWS: readonly BenchRow[] = [
   // issue 2: the runtime
@@ -24,4 +25,5 @@ export const ROWS: readonly BenchRow[] = [
   ...ISSUE4_ROWS,
   ...ISSUE5_ROWS,
   ...ISSUE6_ROWS,
+  ...ISSUE7_ROWS,
 ];
