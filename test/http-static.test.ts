@@ -261,6 +261,14 @@ describe("API compression", () => {
     expect(JSON.parse(r.body.toString("utf8"))).toEqual(bigPayload);
   });
 
+  it("sends JSON over 1 KB as is, with Vary: Accept-Encoding, to a client that accepts no encoding", async () => {
+    const r = await raw(t.baseUrl, "/api/big");
+    expect(r.status).toBe(200);
+    expect(r.headers["content-encoding"]).toBeUndefined();
+    expect(r.headers.vary).toMatch(/accept-encoding/i);
+    expect(JSON.parse(r.body.toString("utf8"))).toEqual(bigPayload);
+  });
+
   it("counts the threshold in bytes: 400 three-byte characters are compressed", async () => {
     const r = await raw(t.baseUrl, "/api/wide", { "accept-encoding": "gzip" });
     expect(r.status).toBe(200);

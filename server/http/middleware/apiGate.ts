@@ -40,9 +40,11 @@ function isLarge(body: unknown): boolean {
  *    it is parsed (`express.json`, BODY_LIMIT_BYTES → 413, malformed → 400).
  * 5. Compression, decided when the body is known: `res.send` of a body of
  *    1 KB or more sets up the `compression` middleware for that response,
- *    unless `x-no-compression` was sent. Most API answers are small JSON, and
- *    setting compression up on each of them (it wraps write/end/on and
- *    writes the headers apart from the body) cost more than the route.
+ *    unless `x-no-compression` was sent (a request without Accept-Encoding
+ *    only gets the `Vary: Accept-Encoding` compression would add). Most API
+ *    answers are small JSON, and setting compression up on each of them (it
+ *    wraps write/end/on and writes the headers apart from the body) cost
+ *    more than the route.
  *    Streams written with `res.write` (SSE) are never compressed.
  */
 export function createApiGate(config: Config): RequestHandler {
@@ -54,8 +56,11 @@ export function createApiGate(config: Config): RequestHandler {
 
   function sendMaybeCompressed(this: Response, body: unknown): Response {
     if (isLarge(body) && this.req.headers["x-no-compression"] === undefined && !this.headersSent) {
+      // No Accept-Encoding: compression could only answer identity; all it
+      // would add is the Vary header, so add that alone.
+      if (this.req.headers["accept-encoding"] === undefined) this.vary("Accept-Encoding");
       // compression sets itself up synchronously, then calls next.
-      void compress(this.req, this, () => undefined);
+      else void compress(this.req, this, () => undefined);
     }
     return send.call(this, body);
   }
