@@ -25,8 +25,6 @@ afterAll(async () => {
   await db?.drop();
 });
 
-const getTask = (id: string) => ({ jsonrpc: "2.0", id: 1, method: "GetTask", params: { id } });
-
 describe("bearer JWT on every call but the cards", () => {
   const endpoints = ["/a2a/jsonrpc", "/a2a/agents/math/jsonrpc", "/a2a/agents/hello/jsonrpc", "/a2a/agents/assistant/jsonrpc"];
 

@@ -130,11 +130,11 @@ export async function rawRpc(url: string, body: string | object, headers: Record
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
   const text = await res.text();
-  let json: unknown = undefined;
+  let json: unknown;
   try {
     json = JSON.parse(text);
   } catch {
-    json = undefined;
+    // Not JSON: left undefined for the test to see.
   }
   return { status: res.status, headers: res.headers, text, json };
 }
