@@ -1,0 +1,63 @@
+/**
+ * Issue 9 in the built server (dist/, `npm run build` first): the A2A router
+ * is wired at the root by services.ts, outside /api (no CSRF, rate limit or
+ * JSON rules of the browser API), and a message sent with the SDK's client
+ * runs on the server's own queue and streams back.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { TaskState, type StreamResponse } from "@a2a-js/sdk";
+import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory } from "@a2a-js/sdk/client";
+import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
+import { spawnServer, type ServerProcess } from "./helpers/spawnServer.js";
+import { waitForStatus } from "./fixtures/process.js";
+import { TEST_JWT_SECRET, TEST_SESSION_SECRET } from "./helpers/dataApi.js";
+import { userMessage } from "./helpers/a2a.js";
+import { createJwt } from "../server/auth/jwt.js";
+
+let db: TestDatabase;
+let srv: ServerProcess;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  // A rate limit of 2 and CSRF on: neither applies outside /api.
+  srv = await spawnServer({ env: { DATABASE_URL: db.url, SESSION_SECRET: TEST_SESSION_SECRET, JWT_SECRET: TEST_JWT_SECRET, RATE_LIMIT_MAX: "2" } });
+  await waitForStatus(`${srv.baseUrl}/ready`, 200, 60_000);
+}, 90_000);
+afterAll(async () => {
+  await srv?.stop();
+  await db?.drop();
+});
+
+describe("the A2A surface of the built server", () => {
+  it("serves the cards and runs a streamed message on its own queue", async () => {
+    const token = await createJwt(TEST_JWT_SECRET).sign(crypto.randomUUID(), 600);
+    const fetchImpl: typeof fetch = (input, init) => {
+      const headers = new Headers(init?.headers);
+      headers.set("authorization", `Bearer ${token}`);
+      return fetch(input, { ...init, headers });
+    };
+    const factory = new ClientFactory(
+      ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+        transports: [new JsonRpcTransportFactory({ fetchImpl })],
+        preferredTransports: ["JSONRPC"],
+        cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+      }),
+    );
+    for (let i = 0; i < 3; i++) {
+      const card = await new DefaultAgentCardResolver().resolve(srv.baseUrl);
+      expect(card.name).toBe("orchestrator");
+      expect(card.supportedInterfaces[0]?.url).toBe(`${srv.baseUrl}/a2a/jsonrpc`);
+    }
+    const client = await factory.createFromUrl(srv.baseUrl);
+    const events: StreamResponse[] = [];
+    for await (const r of client.sendMessageStream({ tenant: "", message: userMessage("what is 20+22?"), configuration: undefined, metadata: undefined })) events.push(r);
+    expect(events[0]?.payload?.$case).toBe("task");
+    const last = events.at(-1)?.payload;
+    if (last?.$case !== "statusUpdate") throw new Error("no final status");
+    expect(TaskState[last.value.status?.state ?? 0]).toBe("TASK_STATE_COMPLETED");
+    const task = await client.getTask({ tenant: "", id: last.value.taskId });
+    expect(task.artifacts[0]?.parts.map((p) => (p.content?.$case === "text" ? p.content.value : "")).join("")).toMatch(/\b42\b/);
+    const run = await db.pool.query<{ status: string; agent: string }>("select status, agent from runs where id = $1", [task.id]);
+    expect(run.rows[0]).toEqual({ status: "succeeded", agent: "math" });
+  }, 60_000);
+});
