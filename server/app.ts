@@ -8,7 +8,7 @@ import { installObserve } from "./http/middleware/observe.js";
 import { securityHeaders } from "./http/middleware/security.js";
 import { createApiGate } from "./http/middleware/apiGate.js";
 import { AppError, coerceError, notFound } from "./http/errors.js";
-import { createMetaRouter } from "./http/routes/meta.js";
+import { createMetaHandler } from "./http/routes/meta.js";
 
 export interface AppDeps {
   config: Config;
@@ -47,7 +47,7 @@ export function createApp(deps: AppDeps): Express {
   // 404 ends every /api path), so API requests skip the file lookup.
   const api = express.Router();
   api.use(createApiGate(config));
-  api.use(createMetaRouter(deps));
+  api.get("/meta", createMetaHandler(deps));
   for (const r of deps.apiRouters ?? []) api.use(r);
   api.use((req: Request) => {
     throw notFound(`No API route for ${req.method} ${req.path}`);

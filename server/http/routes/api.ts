@@ -34,7 +34,17 @@ export function createDataApi(deps: DataApiDeps): Router {
   const identity = deps.identity ?? createIdentity({ config, log, pool, dataDir: deps.dataDir });
   const db = createDb(pool);
   const router = Router();
-  router.use(DATA_PREFIXES, identity.authenticate, identity.csrfGuard);
+  // One layer, no mount path: a mounted `use` would rewrite and restore
+  // req.url for each of its handlers on every request.
+  const needsIdentity = (path: string) => {
+    const p = path.toLowerCase();
+    return DATA_PREFIXES.some((prefix) => p === prefix || p.startsWith(prefix + "/"));
+  };
+  router.use(function identify(req, res, next) {
+    if (!needsIdentity(req.path)) return next();
+    // csrfGuard throws its 403; inside authenticate's next, that rejects authenticate's promise, which the router turns into next(err).
+    return identity.authenticate(req, res, (err?: unknown) => (err ? next(err) : identity.csrfGuard(req, res, next)));
+  });
   if (deps.runEvents) router.get("/runs/:id/events", deps.runEvents);
   router.use(
     createChatRouter({

@@ -1,8 +1,12 @@
-import { Router } from "express";
+import type { RequestHandler } from "express";
 import type { AppDeps } from "../../app.js";
 
-/** GET /api/meta: what this server is; public and cheap (no database). */
-export function createMetaRouter(deps: Pick<AppDeps, "config">): Router {
+/**
+ * GET /api/meta: what this server is; public and cheap (no database). A
+ * handler, not a Router: the app mounts it as one route, so requests for
+ * other /api paths do not enter and leave a router of its own.
+ */
+export function createMetaHandler(deps: Pick<AppDeps, "config">): RequestHandler {
   const body = JSON.stringify({
     name: "esa-agents",
     version: deps.config.version,
@@ -12,9 +16,7 @@ export function createMetaRouter(deps: Pick<AppDeps, "config">): Router {
       fileUploads: deps.config.features.fileUploads,
     },
   });
-  const router = Router();
-  router.get("/meta", (_req, res) => {
+  return (_req, res) => {
     res.type("application/json").send(body);
-  });
-  return router;
+  };
 }
