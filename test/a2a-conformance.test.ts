@@ -9,6 +9,7 @@ import { TaskState, type StreamResponse, type Task } from "@a2a-js/sdk";
 import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
 import { createScriptedAgents, scriptOf, waitForStatus, type ScriptedAgents } from "./helpers/queue.js";
 import { startA2aStack, userMessage, rawRpc, sseData, type A2aStack } from "./helpers/a2a.js";
+import { waitUntil } from "./helpers/ws.js";
 
 let db: TestDatabase;
 let agents: ScriptedAgents;
@@ -199,6 +200,8 @@ describe("cancel and subscribe (point 5)", () => {
       // The abort ends the client's stream with an AbortError.
     }
     expect(taskId).not.toBe("");
+    // The server stops following the run for a client that is gone (the run goes on).
+    await waitUntil(() => stack.hub.feeds === 0, 5000, "the hub feed of the abandoned stream to close");
     // Everything the agent wrote before the hook is stored before we look.
     await waitForStatus(db, taskId, ["running"]);
     const sub = client.resubscribeTask({ tenant: "", id: taskId });

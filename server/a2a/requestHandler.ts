@@ -121,14 +121,18 @@ export class RunRequestHandler implements A2ARequestHandler {
       throw new RequestMalformedError(`The message is longer than ${this.deps.maxMessageLength} characters`);
     }
     let conversationId: string;
+    let created = false;
     if (message.contextId) {
       const c = isUuid(message.contextId) ? await this.deps.conversations.get(userId, message.contextId.toLowerCase()) : undefined;
       if (!c) throw new RequestMalformedError(`contextId ${message.contextId} is not one of your conversations; omit it to start one`);
       conversationId = c.id;
     } else {
       conversationId = (await this.deps.conversations.create(userId, content.slice(0, 80))).id;
+      created = true;
     }
     const posted = await this.deps.messages.post(userId, conversationId, content, this.deps.agent ?? undefined);
+    // Refused: a conversation made for this message would stay empty.
+    if (typeof posted === "string" && created) await this.deps.conversations.remove(userId, conversationId);
     if (posted === "not_found") throw new RequestMalformedError(`contextId ${conversationId} is not one of your conversations`);
     if (posted === "overloaded") throw new A2AError({ message: "Too many runs are waiting; try again shortly", metadata: { code: "overloaded", retryAfterSeconds: "5" } });
     const run: PostedRun = { runId: posted.run.id, conversationId };

@@ -141,8 +141,8 @@ export function createRunTaskStore(pool: Pool): TaskStore {
         args.push(params.contextId.toLowerCase());
         where.push(`conversation_id = $${args.length}`);
       }
-      const ids = await pool.query<{ id: string; status: RunStatus; attempt: number; total: number }>(
-        `select id, status, attempt, count(*) over ()::int as total from runs where ${where.join(" and ")}
+      const ids = await pool.query<{ id: string; status: RunStatus; attempt: number }>(
+        `select id, status, attempt from runs where ${where.join(" and ")}
          order by created_at desc, id desc limit ${LIST_WINDOW}`,
         args,
       );
