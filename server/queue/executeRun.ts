@@ -50,12 +50,14 @@ const NOTHING: Unwritten = { events: [], route: null };
 export function createRunExecutor(deps: ExecutorDeps) {
   const { pool, config, instanceId, orchestrator } = deps;
   const maxAttempts = config.agents.retryAttempts + 1;
+  /** Named prepared statements, except through a transaction-mode pooler. */
+  const prepared = !config.database.transactionPooler;
 
   return async function executeRun(runId: string, opts: { shutdownSignal: AbortSignal; jobAttempts?: number; jobMaxAttempts?: number }) {
-    const claim = await claimRun(pool, runId, instanceId, maxAttempts, deps.historyLimit ?? 20);
+    const claim = await claimRun(pool, runId, instanceId, { maxAttempts, historyLimit: deps.historyLimit ?? 20, prepared });
     if (!claim) {
       // Gone, finished, or cancelled before it started: nothing to run (a pending cancel is recorded).
-      await cancelUnstarted(pool, runId);
+      await cancelUnstarted(pool, runId, prepared);
       return;
     }
     const { run } = claim;
@@ -73,7 +75,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
     opts.shutdownSignal.addEventListener("abort", onShutdown, { once: true });
     const timeout = setTimeout(() => abort("timeout"), config.agents.jobTimeoutMs);
     const unwatch = deps.cancels.watch(runId, () => abort("cancel"));
-    const writer = createEventWriter(pool, runId, run.attempt);
+    const writer = createEventWriter(pool, runId, run.attempt, { prepared });
     let agent = run.requested_agent ?? "unrouted";
     deps.metrics?.running.inc();
 
@@ -118,11 +120,14 @@ export function createRunExecutor(deps: ExecutorDeps) {
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       const unwritten = await writer.close();
-      const result = await endAttempt(pool, run.id, run.attempt, unwritten, {
-        kind: "succeeded",
-        text,
-        usage: usage.reported ? usage : null,
-      });
+      const result = await endAttempt(
+        pool,
+        run.id,
+        run.attempt,
+        unwritten,
+        { kind: "succeeded", text, usage: usage.reported ? usage : null },
+        prepared,
+      );
       const outcome = result === "ended" ? "succeeded" : result;
       if (outcome !== "superseded") deps.metrics?.finished(agent, outcome, (performance.now() - started) / 1000);
       log.info({ agent }, outcome === "succeeded" ? "run succeeded" : outcome === "cancelled" ? "run cancelled" : "run finished by another attempt");
@@ -155,7 +160,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
 
   async function handleFailure(run: ClaimedRun, unwritten: Unwritten, reason: unknown, agent: string, log: Logger, started: number) {
     const seconds = (performance.now() - started) / 1000;
-    const end = (ending: Ending): Promise<EndResult> => endAttempt(pool, run.id, run.attempt, unwritten, ending);
+    const end = (ending: Ending): Promise<EndResult> => endAttempt(pool, run.id, run.attempt, unwritten, ending, prepared);
     const cancelled = () => {
       deps.metrics?.finished(agent, "cancelled", seconds);
       log.info("run cancelled");

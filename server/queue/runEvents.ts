@@ -53,16 +53,17 @@ export interface RouteUpdate {
  * Only the run's current attempt may write: a superseded one (an instance
  * that was paused past the recovery window) gets AttemptSuperseded.
  */
-export async function appendEvents(db: Queryable, runId: string, attempt: number, events: PendingEvent[], route?: RouteUpdate | null): Promise<number> {
+export async function appendEvents(
+  db: Queryable,
+  runId: string,
+  attempt: number,
+  events: PendingEvent[],
+  opts: { route?: RouteUpdate | null; prepared?: boolean } = {},
+): Promise<number> {
   if (events.length === 0) return 0;
-  const r = await db.query<{ seq: number | null }>(APPEND_SQL, [
-    runId,
-    attempt,
-    events.map((e) => e.type),
-    events.map((e) => JSON.stringify(e.data ?? {})),
-    route?.agent ?? null,
-    route?.reason ?? null,
-  ]);
+  const values = [runId, attempt, events.map((e) => e.type), events.map((e) => JSON.stringify(e.data ?? {})), opts.route?.agent ?? null, opts.route?.reason ?? null];
+  // Named (prepared once per connection) unless behind a transaction-mode pooler.
+  const r = await db.query<{ seq: number | null }>(opts.prepared ? { name: "esa_run_append_events", text: APPEND_SQL, values } : { text: APPEND_SQL, values });
   const seq = r.rows[0]?.seq;
   if (seq === null || seq === undefined) throw new AttemptSuperseded(runId, attempt);
   return seq;
@@ -97,7 +98,7 @@ export interface Unwritten {
  * Nothing here waits for the write: errors (AttemptSuperseded, a lost
  * database) surface on the next call, on flush() or on close().
  */
-export function createEventWriter(pool: Pool, runId: string, attempt: number) {
+export function createEventWriter(pool: Pool, runId: string, attempt: number, opts: { prepared?: boolean } = {}) {
   let pending: PendingEvent[] = [];
   /** The data of the last pending event when it is a text delta still open to more text. */
   let openText: { text: string } | null = null;
@@ -126,7 +127,7 @@ export function createEventWriter(pool: Pool, runId: string, attempt: number) {
     unschedule();
     if (inflight || closed || failure || pending.length === 0) return;
     const batch = take();
-    inflight = appendEvents(pool, runId, attempt, batch.events, batch.route).then(
+    inflight = appendEvents(pool, runId, attempt, batch.events, { route: batch.route, prepared: opts.prepared ?? false }).then(
       () => {
         inflight = null;
         write();

@@ -6,11 +6,20 @@
  * NOTIFY) need no BEGIN/COMMIT around them. `runs.last_seq` hands out the
  * events' seq in the same update that changes the run, and the update's
  * `attempt` and `status` conditions are what lock out a superseded attempt.
+ *
+ * With `prepared` (not behind a transaction-mode pooler) they are named
+ * statements: parsed once per connection, and past the first executions
+ * planned once, which for these CTEs costs as much as running them.
  */
+import type { QueryConfig } from "pg";
 import type { Pool } from "../db/pool.js";
 import type { ChatTurn } from "../agents/types.js";
 import { RUN_EVENTS_CHANNEL, type PendingEvent, type Unwritten } from "./runEvents.js";
 import { JOB_MAX_ATTEMPTS, RUN_TASK } from "./enqueue.js";
+
+/** `text` as a named prepared statement when `prepared`. */
+export const statement = (name: string, text: string, values: unknown[], prepared: boolean): QueryConfig =>
+  prepared ? { name, text, values } : { text, values };
 
 export interface ClaimedRun {
   id: string;
@@ -68,13 +77,15 @@ export interface Claim {
 }
 
 /** Claims the run for a new attempt on this instance; null when it is gone, over, or cancelled before it started. */
-export async function claimRun(pool: Pool, runId: string, instanceId: string, maxAttempts: number, historyLimit: number): Promise<Claim | null> {
-  const r = await pool.query<ClaimedRun & { history: { id: string; role: "user" | "assistant"; content: string }[] }>(CLAIM_SQL, [
-    runId,
-    instanceId,
-    maxAttempts,
-    historyLimit,
-  ]);
+export async function claimRun(
+  pool: Pool,
+  runId: string,
+  instanceId: string,
+  opts: { maxAttempts: number; historyLimit: number; prepared: boolean },
+): Promise<Claim | null> {
+  const r = await pool.query<ClaimedRun & { history: { id: string; role: "user" | "assistant"; content: string }[] }>(
+    statement("esa_run_claim", CLAIM_SQL, [runId, instanceId, opts.maxAttempts, opts.historyLimit], opts.prepared),
+  );
   const row = r.rows[0];
   if (!row) return null;
   const { history, ...run } = row;
@@ -98,8 +109,8 @@ with r as (
 )
 select (select count(*) from ev)::int as events, pg_notify('${RUN_EVENTS_CHANNEL}', $1::text || ':' || r.last_seq) as notified from r`;
 
-export async function cancelUnstarted(pool: Pool, runId: string): Promise<boolean> {
-  const r = await pool.query(CANCEL_UNSTARTED_SQL, [runId]);
+export async function cancelUnstarted(pool: Pool, runId: string, prepared: boolean): Promise<boolean> {
+  const r = await pool.query(statement("esa_run_cancel_unstarted", CANCEL_UNSTARTED_SQL, [runId], prepared));
   return Boolean(r.rowCount);
 }
 
@@ -242,12 +253,12 @@ const endSqlCache = new Map<string, string>();
  * ending (answer, success and usage; retry or hand-back with the job put
  * back; failure; cancel) and the terminal event, with one NOTIFY.
  */
-export async function endAttempt(pool: Pool, runId: string, attempt: number, unwritten: Unwritten, ending: Ending): Promise<EndResult> {
+export async function endAttempt(pool: Pool, runId: string, attempt: number, unwritten: Unwritten, ending: Ending, prepared: boolean): Promise<EndResult> {
   const s = endingSql(ending);
   let text = endSqlCache.get(ending.kind);
   if (!text) endSqlCache.set(ending.kind, (text = endSql(s)));
   const events: PendingEvent[] = unwritten.events;
-  const r = await pool.query<{ status: string }>(text, [
+  const values = [
     runId,
     attempt,
     events.map((e) => e.type),
@@ -255,7 +266,8 @@ export async function endAttempt(pool: Pool, runId: string, attempt: number, unw
     unwritten.route?.agent ?? null,
     unwritten.route?.reason ?? null,
     ...s.params,
-  ]);
+  ];
+  const r = await pool.query<{ status: string }>(statement(`esa_run_end_${ending.kind}`, text, values, prepared));
   const row = r.rows[0];
   if (!row) return "superseded";
   return row.status === "cancelled" && ending.kind !== "cancelled" ? "cancelled" : "ended";
