@@ -270,6 +270,19 @@ describe("protocol errors (point 5)", () => {
   });
 });
 
+describe("the v1.0 wire format, raw (point 2)", () => {
+  it("SendMessage in ProtoJSON, as the README's curl example sends it", async () => {
+    const { token } = await stack.token();
+    const r = await rawRpc(
+      `${stack.baseUrl}/a2a/agents/math/jsonrpc`,
+      { jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: "m1", role: "ROLE_USER", parts: [{ text: scriptOf({ text: ["5"] }) }] } } },
+      { authorization: `Bearer ${token}`, "a2a-version": "1.0" },
+    );
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ jsonrpc: "2.0", id: 1, result: { task: { status: { state: "TASK_STATE_COMPLETED" }, artifacts: [{ artifactId: "answer", parts: [{ text: "5" }] }] } } });
+  });
+});
+
 describe("v0.3 method names through the SDK's legacy compatibility (point 2)", () => {
   const v03 = (parts: string) => ({ kind: "message", messageId: crypto.randomUUID(), role: "user", parts: [{ kind: "text", text: parts }] });
 
