@@ -112,6 +112,24 @@ describe("SendMessage and GetTask (point 2)", () => {
     const task = (await client.sendMessage({ tenant: "", message: userMessage(scriptOf({ text: ["rest"] })), configuration: undefined, metadata: undefined })) as Task;
     expect(stateName(task.status?.state)).toBe("TASK_STATE_COMPLETED");
     expect(artifactText(await client.getTask({ tenant: "", id: task.id }))).toBe("rest");
+    // Stream, subscribe and cancel over REST too.
+    const held = (await client.sendMessage({
+      tenant: "",
+      message: userMessage(scriptOf({ text: ["held"], hang: true })),
+      configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true },
+      metadata: undefined,
+    })) as Task;
+    await waitForStatus(db, held.id, ["running"]);
+    const sub = client.resubscribeTask({ tenant: "", id: held.id });
+    const first = await sub.next();
+    expect((first.value as StreamResponse | undefined)?.payload?.$case).toBe("task");
+    const cancelled = await client.cancelTask({ tenant: "", id: held.id, metadata: undefined });
+    expect(stateName(cancelled.status?.state)).toBe("TASK_STATE_CANCELED");
+    const rest: StreamResponse[] = [];
+    for (let n = await sub.next(); !n.done; n = await sub.next()) rest.push(n.value);
+    const last = rest.at(-1)?.payload;
+    expect(last?.$case === "statusUpdate" && stateName(last.value.status?.state)).toBe("TASK_STATE_CANCELED");
+    await expect(client.getTask({ tenant: "", id: "00000000-0000-4000-8000-000000000000" })).rejects.toMatchObject({ name: "TaskNotFoundError" });
   });
 });
 
