@@ -42,6 +42,8 @@ function traceRouteTemplate(proto: Request) {
       return this[ROUTE];
     },
     set(this: TracedRequest, route: unknown) {
+      // The router sets it, then the route's dispatch sets the same again.
+      if (this[ROUTE] === route && route !== undefined) return;
       this[ROUTE] = route;
       const p = (route as { path?: unknown } | undefined)?.path;
       this[TEMPLATE] = typeof p === "string" ? this.baseUrl + p : undefined;
@@ -65,7 +67,7 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics, onRe
   const logRequests = log.isLevelEnabled("info");
 
   return function observe(req: Request, res: Response, next: NextFunction) {
-    const start = process.hrtime.bigint();
+    const start = performance.now();
     const incoming = req.headers["x-request-id"];
     req.id = typeof incoming === "string" && SAFE_ID.test(incoming) ? incoming : randomUUID();
     res.setHeader("x-request-id", req.id);
@@ -74,7 +76,7 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics, onRe
     // completed and alone when the connection went first.
     res.on("close", () => {
       metrics.httpInFlight.dec();
-      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      const seconds = (performance.now() - start) / 1000;
       const status = res.headersSent ? res.statusCode : 499;
       metrics.httpDuration.observe({ method: methodLabel(req.method), route: routeLabel(req, res), status_code: status }, seconds);
       // Long-lived streams are not response times.
