@@ -336,3 +336,30 @@ describe("v0.3 method names through the SDK's legacy compatibility (point 2)", (
     expect(resub.at(-1)?.result).toMatchObject({ kind: "status-update", status: { state: "canceled" } });
   });
 });
+
+describe("a full queue", () => {
+  let fullDb: TestDatabase;
+  let full: A2aStack;
+  beforeAll(async () => {
+    fullDb = await createTestDatabase({ migrate: true });
+    full = await startA2aStack(fullDb, createScriptedAgents().orchestrator, { env: { MAX_QUEUE_DEPTH: "1" } });
+  });
+  afterAll(async () => {
+    await full?.close();
+    await fullDb?.drop();
+  });
+
+  it("refuses a message with an error saying so, and stores nothing (no empty conversation either)", async () => {
+    // One queued run with no job: it stays queued and fills the queue.
+    await fullDb.pool.query(`
+      with u as (insert into users default values returning id),
+      c as (insert into conversations (user_id) select id from u returning id, user_id),
+      m as (insert into messages (conversation_id, user_id, role, content) select id, user_id, 'user', 'x' from c returning id, conversation_id, user_id)
+      insert into runs (user_id, conversation_id, message_id) select user_id, conversation_id, id from m`);
+    const { token, userId } = await full.token();
+    const client = await full.client(token);
+    await expect(client.sendMessage({ tenant: "", message: userMessage("hi"), configuration: undefined, metadata: undefined })).rejects.toThrow(/Too many runs are waiting/);
+    const mine = await fullDb.pool.query("select 1 from conversations where user_id = $1", [userId]);
+    expect(mine.rowCount).toBe(0);
+  });
+});
