@@ -1,4 +1,5 @@
 import type { ErrorCode, ErrorBody } from "../../shared/errors.js";
+import { isDatabaseUnavailable } from "../db/errors.js";
 
 /**
  * The one error type routes throw. `expose` says whether `message` may reach
@@ -70,6 +71,11 @@ export function coerceError(err: unknown): AppError {
       const code: ErrorCode = status === 404 ? "not_found" : status === 413 ? "payload_too_large" : status === 415 ? "unsupported_media_type" : "bad_request";
       return new AppError(code, status, e.expose === true && typeof e.message === "string" ? e.message : "Bad request", { cause: err });
     }
+  }
+  // The database is down or restarting: the server's condition, not a bug and
+  // not the request's fault. Clients retry, as they do for the WS upgrade.
+  if (isDatabaseUnavailable(err)) {
+    return new AppError("not_ready", 503, "The database is unavailable; try again shortly", { expose: true, headers: { "retry-after": "2" }, cause: err });
   }
   return new AppError("internal", 500, err instanceof Error ? err.message : String(err), { expose: false, cause: err });
 }
