@@ -121,11 +121,30 @@ function instanceEnv(database: Database, fake: FakeLlm): Record<string, string> 
 }
 
 let spawned = 0;
+/** PIDs this run signalled on purpose: any other exit is a crash. */
+const signalled = new Set<number>();
+const crashes: string[] = [];
+/** Crashed instances replaced, like a supervisor would, so the run goes on and shows what else breaks. */
+const MAX_CRASH_REPLACEMENTS = 6;
+
 async function addInstance(env: Record<string, string>): Promise<Instance> {
   const inst = await spawnInstance(`i${++spawned}`, env);
   instances.push(inst);
   proxy?.add(inst.port);
-  void inst.proc.exited.then(() => proxy?.remove(inst.port));
+  void inst.proc.exited.then((exit) => {
+    proxy?.remove(inst.port);
+    if (signalled.has(inst.proc.pid) || cleaningUp) return;
+    const fatal = [...inst.proc.logs].reverse().find((l) => Number(l.level) >= 60);
+    const err = fatal?.err as { message?: string; stack?: string } | undefined;
+    const why = fatal ? `${String(fatal.msg)}: ${err?.message ?? ""} ${(err?.stack ?? "").split("\n").slice(1, 4).map((x) => x.trim()).join(" | ")}` : inst.proc.stderr().slice(-300);
+    const line = `instance ${inst.name} pid ${inst.proc.pid} exited by itself (${exit.code ?? exit.signal}) at t=${since(Date.now())}s: ${why}`;
+    crashes.push(line);
+    breaches.push(line);
+    log(line);
+    if (crashes.length <= MAX_CRASH_REPLACEMENTS) {
+      addInstance(env).catch((e: unknown) => void breaches.push(`replacing crashed ${inst.name}: ${String(e)}`));
+    }
+  });
   log(`instance ${inst.name} pid ${inst.proc.pid} ready on port ${inst.port} (${inst.readyAt - inst.startedAt} ms)`);
   return inst;
 }
@@ -144,6 +163,7 @@ async function sigtermOne(env: Record<string, string>) {
   const { inst, running } = target;
   const at = Date.now();
   log(`SIGTERM ${inst.name} pid ${inst.proc.pid} at t=${since(at)}s (${running.length} runs running on it); starting a replacement`);
+  signalled.add(inst.proc.pid);
   inst.proc.kill("SIGTERM");
   const replacement = addInstance(env);
   const taken = recovered("SIGTERM", running, at, inst.proc.pid).then((ms) => (timings.sigtermRecoverMs = ms));
@@ -164,6 +184,7 @@ async function sigkillOne(env: Record<string, string>) {
   const { inst, running } = target;
   const at = Date.now();
   log(`SIGKILL ${inst.name} pid ${inst.proc.pid} at t=${since(at)}s (${running.length} runs running on it); starting a replacement`);
+  signalled.add(inst.proc.pid);
   inst.proc.kill("SIGKILL");
   const replacement = addInstance(env);
   const taken = recovered("SIGKILL", running, at, inst.proc.pid).then((ms) => (timings.killRecoverMs = ms));
@@ -205,6 +226,7 @@ async function restartDatabase() {
       "every live instance to be ready again",
       async () => {
         const live = instances.filter(isAlive);
+        if (live.length < 3) return false; // a crashed one is being replaced
         const ok = await Promise.all(live.map((i) => fetch(`${i.proc.baseUrl}/ready`, { signal: AbortSignal.timeout(2000) }).then((r) => r.status === 200, () => false)));
         return ok.every(Boolean);
       },
@@ -285,6 +307,9 @@ async function readBack(c: ChaosClient, run: TrackedRun) {
 }
 
 // ---------------------------------------------------------------- checks
+
+/** "<count>x <status> <code> <method> <route>" of every 5xx, for the summary. */
+let fivexxByRoute: string[] = [];
 
 interface RunRow {
   id: string;
@@ -374,6 +399,7 @@ async function check(): Promise<Record<string, string | number>> {
   const count = (s: string) => rows.filter((r) => r.status === s).length;
   const sum = (f: (c: ChaosClient) => number) => clients.reduce((n, c) => n + f(c), 0);
   const ms = (v: number | undefined) => (v === undefined ? "n/a" : `${(v / 1000).toFixed(1)} s`);
+  fivexxByRoute = [...byRoute].map(([k, n]) => `${n}x ${k}`);
   return {
     "runs (in the database / started by clients)": `${rows.length} / ${tracked}`,
     succeeded: count("succeeded"),
@@ -390,9 +416,9 @@ async function check(): Promise<Record<string, string | number>> {
     "SIGTERM: exit / runs taken up": `${ms(timings.sigtermExitMs)} / ${ms(timings.sigtermRecoverMs)}`,
     "SIGKILL: time to recover": ms(timings.killRecoverMs),
     "DB restart: down / instances ready after": `${ms(timings.dbUpAt !== undefined && timings.dbStopAt !== undefined ? timings.dbUpAt - timings.dbStopAt : undefined)} / ${ms(timings.dbReadyAt !== undefined && timings.dbUpAt !== undefined ? timings.dbReadyAt - timings.dbUpAt : undefined)}`,
+    "instances that exited by themselves": crashes.length,
     "HTTP responses (no answer)": `${httpLog.length} (${httpLog.filter((e) => e.status === 0).length})`,
     "5xx in window / outside": `${fivexx.length - outside.length} / ${outside.length}`,
-    "5xx by route": [...byRoute].map(([k, n]) => `${n}x ${k}`).join("; ") || "none",
   };
 }
 
@@ -450,6 +476,7 @@ async function main() {
   const table = await check();
   printTable(table);
   process.stdout.write(`| wall time | ${((Date.now() - t0) / 1000).toFixed(1)} s |\n\n`);
+  if (fivexxByRoute.length) process.stdout.write(`5xx answers: ${fivexxByRoute.join("; ")}\n`);
 }
 
 const limit = setTimeout(() => {
