@@ -16,7 +16,6 @@
  * Goal: web.dev's "good" LCP, ≤ 2.5 s (the issue names no number). On
  * loopback that is easy; the ratio to the static page is the figure to watch.
  */
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -25,6 +24,7 @@ import type { BenchContext } from "../../lib/context.js";
 import type { BenchRow, Measurement } from "../../lib/types.js";
 import { quantile, round } from "../../lib/stats.js";
 import { launchBrowser } from "../../../test/helpers/browser.js";
+import { startSmallServer } from "./child.js";
 
 const GOAL_MS = 2500;
 const SETTLE_MS = 500;
@@ -70,40 +70,6 @@ async function sample(browser: Browser, url: string, readySelector: string): Pro
   }
 }
 
-/** The baseline server (staticPage.ts) in its own process; resolves with its URL. */
-async function startStaticServer(ctx: BenchContext, htmlFile: string): Promise<{ url: string; stop(): Promise<void> }> {
-  const tsx = path.join(ctx.root, "node_modules", "tsx", "dist", "cli.mjs");
-  const child = spawn(process.execPath, [tsx, path.join(ctx.root, "bench", "rows", "issue7", "staticPage.ts"), htmlFile, path.join(ctx.root, "dist", "public")], {
-    cwd: ctx.root,
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-  };
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      let out = "";
-      const timer = setTimeout(() => reject(new Error("static page server did not start in 20 s")), 20_000);
-      child.stdout.setEncoding("utf8").on("data", (c: string) => {
-        out += c;
-        const m = /listening (\d+)/.exec(out);
-        if (m) {
-          clearTimeout(timer);
-          resolve(Number(m[1]));
-        }
-      });
-      child.once("exit", (code) => reject(new Error(`static page server exited (${code})`)));
-    });
-    return { url: `http://127.0.0.1:${port}/`, stop };
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-}
-
 const ms = (v: number) => round(v, 1);
 
 async function run(ctx: BenchContext): Promise<Measurement[]> {
@@ -116,7 +82,7 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
     const warm = await sample(browser, server.baseUrl + "/", "textarea");
     const htmlFile = path.join(tmp, "index.html");
     writeFileSync(htmlFile, warm.html);
-    const stat = await startStaticServer(ctx, htmlFile);
+    const stat = await startSmallServer(ctx, "staticPage.ts", [htmlFile, path.join(ctx.root, "dist", "public")]);
     try {
       await sample(browser, stat.url, "textarea");
       ctx.progress(`${samples} first visits each, app and static copy interleaved`);
