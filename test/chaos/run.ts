@@ -474,8 +474,8 @@ async function main() {
   ).catch((err: unknown) => void breaches.push(String(err)));
 
   const table = await check();
-  printTable(table);
-  process.stdout.write(`| wall time | ${((Date.now() - t0) / 1000).toFixed(1)} s |\n\n`);
+  printTable({ ...table, "wall time": `${((Date.now() - t0) / 1000).toFixed(1)} s` });
+  process.stdout.write("\n");
   if (fivexxByRoute.length) process.stdout.write(`5xx answers: ${fivexxByRoute.join("; ")}\n`);
 }
 
