@@ -69,12 +69,6 @@ export async function appendEvents(
   return seq;
 }
 
-/**
- * @deprecated Deltas are no longer held for a window: they are written
- * through (see createEventWriter). Kept at 0 for bench/rows/issue6/fanout.ts,
- * which still names it; remove once that file stops importing it.
- */
-export const DELTA_BATCH_MS = 0;
 /** Text deltas coalesced while a write is in flight become events of at most this many characters. */
 export const MAX_DELTA_CHARS = 4096;
 

@@ -16,9 +16,8 @@
  * Events: the bench appends one `text.delta` every 20 ms to that run, as its
  * current attempt, with the queue's own `appendEvents` (one statement: seq
  * from runs.last_seq, the row, NOTIFY on commit). Not the run's own deltas:
- * the executor batches them for 40 ms by design, so a real stream cannot
- * produce the 20 ms pace the issue asks for, and the pace would follow the
- * provider and timers rather than the bench. Delivery does not depend on
+ * their pace would follow the provider, the executor's write-through
+ * coalescing and timers rather than the bench's 20 ms. Delivery does not depend on
  * who wrote the row: on every instance, the executing one included, the hub
  * learns of new rows from the NOTIFY, reads them once and sends the same
  * bytes to every subscribed socket. "same" therefore differs from "other" in
@@ -38,7 +37,7 @@ import { get, sleep } from "../../lib/http.js";
 import { cpuMs } from "../../lib/proc.js";
 import { median, round } from "../../lib/stats.js";
 import { startFakeLlm } from "../../../test/helpers/fakeLlm.js";
-import { appendEvents, DELTA_BATCH_MS } from "../../../server/queue/runEvents.js";
+import { appendEvents } from "../../../server/queue/runEvents.js";
 import { cancelRun, newSession, startRun } from "../issue5/appClient.js";
 import { assertFileLimit, spawnBareWs, spawnClients, type ClientsChild } from "./programs.js";
 import { runQueueWaitMs } from "../issue5/schedstat.js";
@@ -221,7 +220,7 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
       const same = best("same");
       const bareBest = best("bare");
       const notes: string[] = [
-        `ws fan-out: ${SOCKETS} sockets of one user subscribed to one run executing on instance B; the bench appends a text.delta every ${INTERVAL_MS} ms with the queue's appendEvents (the run's own deltas are batched ${DELTA_BATCH_MS} ms by design, so they cannot make a ${INTERVAL_MS} ms pace); "other" = sockets on instance A, "same" = on B. ` +
+        `ws fan-out: ${SOCKETS} sockets of one user subscribed to one run executing on instance B; the bench appends a text.delta every ${INTERVAL_MS} ms with the queue's appendEvents (not the run's own deltas, whose pace follows the provider); "other" = sockets on instance A, "same" = on B. ` +
           `Stored (run_events.created_at) → received; the bare ws server stamps its frame before its send loop. ${warm} warm-up + ${measured} measured events per phase, ${rounds} round(s), best p99 per side.`,
       ];
       for (const r of results) {
