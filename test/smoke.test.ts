@@ -7,6 +7,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { Socket } from "node:net";
 import path from "node:path";
@@ -16,6 +17,9 @@ import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
 import { TEST_JWT_SECRET, TEST_SESSION_SECRET } from "./helpers/dataApi.js";
 import { ROOT } from "./helpers/paths.js";
 import { waitForStatus } from "./fixtures/process.js";
+import type { Reply } from "../scripts/smoke/http.js";
+import { assetsOf, securityProblems } from "../scripts/smoke/web.js";
+import { checkPrometheusText, EXPECTED_METRICS } from "../scripts/smoke/probes.js";
 
 const TSX = path.join(ROOT, "node_modules", "tsx", "dist", "cli.mjs");
 const CHECK_NAMES = ["live", "ready", "health", "security-headers", "index-not-cached", "assets", "ws-own-origin", "ws-other-origin", "math-run", "metrics"];
@@ -252,5 +256,48 @@ describe("against a broken target", () => {
       for (const s of sockets) s.destroy();
       silent.close();
     }
+  });
+});
+
+describe("the header and text checks, on their own", () => {
+  const reply = (headers: Record<string, string>): Reply => ({
+    status: 200,
+    headers,
+    body: Buffer.alloc(0),
+    text: () => "",
+    json: () => null,
+    header: (n: string) => headers[n.toLowerCase()] ?? "",
+  });
+  const good = {
+    "content-security-policy": "default-src 'self';script-src 'self';object-src 'none';frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "SAMEORIGIN",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+  };
+
+  it("requires HSTS of at least 180 days over https only, and flags an unsafe script-src", () => {
+    expect(securityProblems(reply(good), false)).toEqual([]);
+    expect(securityProblems(reply(good), true)).toEqual(["no Strict-Transport-Security over https"]);
+    expect(securityProblems(reply({ ...good, "strict-transport-security": "max-age=3600" }), true)).toEqual([
+      'Strict-Transport-Security "max-age=3600" max-age under 180 days',
+    ]);
+    expect(securityProblems(reply({ ...good, "strict-transport-security": "max-age=31536000; includeSubDomains" }), true)).toEqual([]);
+    const unsafe = { ...good, "content-security-policy": "default-src 'self';script-src 'self' 'unsafe-inline';object-src 'none'" };
+    expect(securityProblems(reply(unsafe), false)).toEqual(["CSP script-src allows 'self' 'unsafe-inline'"]);
+  });
+
+  it("finds the hashed assets index.html loads, and reads Prometheus text by family and type", () => {
+    const html = readFileSync(path.join(ROOT, "dist", "public", "index.html"), "utf8");
+    const assets = assetsOf(html);
+    expect(assets.some((a) => /^\/assets\/index-[\w-]+\.js$/.test(a))).toBe(true);
+    expect(assetsOf('<link rel="icon" href="/favicon.svg"><script src="https://cdn.example/x.js"></script>')).toEqual([]);
+
+    const all = Object.entries(EXPECTED_METRICS).map(([n, t]) => `# TYPE ${n} ${t}\n`).join("");
+    expect(checkPrometheusText(all).error).toBeNull();
+    expect(checkPrometheusText(all.replace("# TYPE ws_connections gauge", "# TYPE ws_connections counter")).error).toMatch(/ws_connections \(gauge, got counter\)/);
+    const raw = `${all}http_request_duration_seconds_count{method="GET",route="/api/runs/0b6f6f2e-8d3a-4c55-9a43-3f1f7a9e2b10",status_code="200"} 1\n`;
+    expect(checkPrometheusText(raw).error).toMatch(/a route label holds a raw URL/);
   });
 });

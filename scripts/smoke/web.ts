@@ -63,7 +63,7 @@ export const securityHeadersCheck: Check = {
   },
 };
 
-const isNotCached = (cc: string) => /\bno-store\b/i.test(cc) || /\bno-cache\b/i.test(cc) || /\bmax-age=0\b/i.test(cc) && /\bmust-revalidate\b/i.test(cc);
+const isNotCached = (cc: string) => /\bno-store\b/i.test(cc) || /\bno-cache\b/i.test(cc) || (/\bmax-age=0\b/i.test(cc) && /\bmust-revalidate\b/i.test(cc));
 
 export const indexNotCachedCheck: Check = {
   name: "index-not-cached",
