@@ -191,7 +191,7 @@ describe("graceful hand-back (point 6)", () => {
     expect(exit, tail(runner)).toEqual({ code: 0, signal: null });
     expect(Date.now() - signalledAt).toBeLessThan(SHUTDOWN_TIMEOUT_MS + 1000);
     // The stopping instance aborted its attempt and said so.
-    expect(runner.logs.some((l) => l.msg === "run interrupted by shutdown; handed back to the queue" && l.runId === runId), tail(runner)).toBe(true);
+    expect(runner.logs.some((l) => l.msg === "run interrupted; handed back to the queue" && l.runId === runId), tail(runner)).toBe(true);
     expect(llm.requests.some((r) => r.disconnected && JSON.stringify(r.body.messages).includes(content))).toBe(true);
 
     const done = await cluster.waitForRun(runId, (r) => r.status === "succeeded", 20_000);

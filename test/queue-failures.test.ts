@@ -194,4 +194,44 @@ describe("interruptions do not count", () => {
       await second?.stop();
     }
   });
+
+  it("a database connection lost mid-run (the writer's backend terminated) hands the run back uncounted; the next attempt answers once", async () => {
+    const q = await startTestQueue(db, agents.orchestrator, { env: { RETRY_ATTEMPTS: "2" } });
+    // The run's next statement (the usage write, or the ending that carries it) waiting on our lock.
+    const WAITING_WRITE = `select pid from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`;
+    let cut: Promise<number> | undefined;
+    agents.hook("cut-connection", async (runId) => {
+      await waitFor("the first delta to be stored", async () => (await runEvents(db, runId)).some((e) => e.type === "text.delta"));
+      // Hold the run's row so the next write waits in the database, then end
+      // that write's backend: a connection lost in the middle of the run.
+      const lock = await db.pool.connect();
+      await lock.query("begin");
+      await lock.query("select 1 from runs where id = $1 for update", [runId]);
+      cut = (async () => {
+        try {
+          const pid = await waitFor("the next write to wait on the lock", async () => (await db.pool.query<{ pid: number }>(WAITING_WRITE)).rows[0]?.pid);
+          await db.pool.query("select pg_terminate_backend($1)", [pid]);
+          return pid;
+        } finally {
+          await lock.query("commit");
+          lock.release();
+        }
+      })();
+    });
+    try {
+      const { runId } = await postRun(client, conv, scriptOf({ text: ["before "], hook: "cut-connection", usage: { promptTokens: 1, completionTokens: 1 } }, { text: ["the full ", "answer"] }));
+      const run = await waitForStatus(db, runId, FINISHED);
+      expect(await cut).toBeGreaterThan(0);
+      expect(run).toMatchObject({ status: "succeeded", failures: 0, attempt: 2, error_code: null });
+      expect((await assistantMessages(db, runId)).map((m) => m.content)).toEqual(["the full answer"]);
+      const events = await runEvents(db, runId);
+      expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+      expect(events.filter((e) => e.attempt === 1).at(-1)).toMatchObject({ type: "status", data: { status: "queued", reason: "interrupted" } });
+      expect(events.some((e) => e.type === "status" && e.data.status === "retrying")).toBe(false);
+      await waitForNoJob(db, runId);
+    } finally {
+      await q.stop();
+    }
+  });
 });

@@ -7,6 +7,7 @@
  * `agents.retryAttempts` (our count, in `runs.failures`); interruptions
  * (shutdown) hand the run back without counting; a cancel ends it.
  */
+import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Pool } from "../db/pool.js";
 import type { Config } from "../config.js";
 import type { Logger } from "../ops/logger.js";
@@ -172,13 +173,14 @@ export function createRunExecutor(deps: ExecutorDeps) {
       cancelled();
       return;
     }
-    if (reason instanceof RunAborted && reason.kind === "shutdown") {
-      // An interruption: back to the queue at once, not counted.
+    if ((reason instanceof RunAborted && reason.kind === "shutdown") || isDatabaseUnavailable(reason)) {
+      // An interruption (shutdown, or the database connection lost mid-run):
+      // back to the queue at once, not counted.
       const state = await end({ kind: "handback" });
       if (state === "cancelled") return cancelled();
       if (state === "superseded") return superseded();
       deps.metrics?.finished(agent, "interrupted", seconds);
-      log.info("run interrupted by shutdown; handed back to the queue");
+      log.info({ err: reason instanceof RunAborted ? undefined : reason }, "run interrupted; handed back to the queue");
       return;
     }
 
