@@ -60,8 +60,18 @@ export function watchFor(page: Page, text: string, selector: string): Promise<un
   })()`);
 }
 
-/** Waits for the painted stamp and returns all stamps. */
+/**
+ * Waits for the painted stamp and returns all stamps. Polls with evaluate:
+ * waitForFunction with a string predicate evals in the page, which the app's
+ * CSP (script-src 'self') refuses. The stamps are taken in the page, so the
+ * polling interval does not enter the figures.
+ */
 export async function readStamps(page: Page, timeoutMs = 10_000): Promise<Stamps> {
-  await page.waitForFunction("window.__ft && window.__ft.painted !== undefined", undefined, { timeout: timeoutMs });
-  return (await page.evaluate("window.__ft")) as Stamps;
+  const until = performance.now() + timeoutMs;
+  for (;;) {
+    const ft = (await page.evaluate("window.__ft && window.__ft.painted !== undefined ? window.__ft : null")) as Stamps | null;
+    if (ft) return ft;
+    if (performance.now() > until) throw new Error(`the token was not painted within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
