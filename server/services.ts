@@ -138,6 +138,11 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
     if (!queue) return { queue, listener };
     const q = queue;
     lifecycle.setComponent("queue", true);
+    // A worker that ends by itself (not through the drain below) leaves this
+    // instance running no jobs: /ready says so, so the platform replaces it.
+    void q.ended.then(() => {
+      if (lifecycle.phase !== "draining" && lifecycle.phase !== "stopped") lifecycle.setComponent("queue", false, "queue: the job worker stopped by itself; restart this instance");
+    });
     releasers.addDrain("job queue", async () => {
       lifecycle.setComponent("queue", false, "queue: stopping");
       await q.stop();

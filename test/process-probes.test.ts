@@ -181,3 +181,33 @@ describe("pg_terminate_backend on the server's pooled connections", () => {
     expect(after.rows[0].n).toBeGreaterThanOrEqual(1);
   });
 });
+
+describe("a job worker that stops by itself", () => {
+  let db: TestDatabase;
+  beforeAll(async () => {
+    db = await createTestDatabase({ migrate: true });
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it("turns /ready and /health 503 naming the queue (graphile-worker leaves on a breaking worker:migrate notification)", async () => {
+    const srv = await spawnServer({ env: { DATABASE_URL: db.url } });
+    servers.push(srv);
+    expectReady(await waitForStatus(`${srv.baseUrl}/ready`, 200, 30_000), true);
+
+    // What a newer graphile-worker sends when it installs a breaking schema
+    // revision: every older worker shuts itself down.
+    await db.pool.query(`select pg_notify('worker:migrate', '{"migrationNumber": 999999, "breaking": true}')`);
+
+    const ready = await waitForStatus(`${srv.baseUrl}/ready`, 503, 10_000);
+    expect(ready.body).toMatchObject({ ready: false });
+    expect(String((ready.body as { error?: unknown }).error)).toMatch(/queue/);
+    const health = await getJson(`${srv.baseUrl}/health`);
+    expect(health.status).toBe(503);
+    expect(health.body).toMatchObject({ status: "unhealthy", checks: { queue: { status: "down" } } });
+    // The process itself lives on (/live), so the platform's readiness check is what replaces it.
+    expectLive(await getJson(`${srv.baseUrl}/live`), srv.pid);
+    expect(srv.child.exitCode).toBeNull();
+  });
+});

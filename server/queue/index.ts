@@ -94,6 +94,8 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     get running() {
       return queue.running;
     },
+    /** Settles when the worker has ended: after stop(), or by itself (then /ready turns 503). */
+    ended: queue.ended,
     stats: () => last,
     sweep: registry.sweep,
     /** Stop fetching; running runs finish or are handed back; then leave. */

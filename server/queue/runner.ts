@@ -42,6 +42,8 @@ export interface Queue {
   /** Stops fetching, lets running jobs finish for `graceMs`, then aborts them (they hand themselves back). */
   stop(): Promise<void>;
   readonly running: boolean;
+  /** Settles when graphile-worker has ended, for any reason (stop(), or by itself). */
+  readonly ended: Promise<void>;
 }
 
 export async function startQueue(deps: QueueDeps): Promise<Queue> {
@@ -87,7 +89,7 @@ export async function startQueue(deps: QueueDeps): Promise<Queue> {
   let stopping = false;
   // graphile-worker also ends by itself, without rejecting (e.g. a `worker:migrate`
   // notification from another version installing its schema): /ready and /health must see it.
-  runner.promise.then(
+  const ended = runner.promise.then(
     () => {
       running = false;
       if (!stopping) log.error("job queue stopped by itself; this instance runs no jobs until restarted");
@@ -102,6 +104,7 @@ export async function startQueue(deps: QueueDeps): Promise<Queue> {
     get running() {
       return running;
     },
+    ended,
     async stop() {
       stopping = true;
       running = false;
