@@ -107,7 +107,8 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
           const { offset, errorMs } = await clockOffset(page);
           await watchFor(page, marker, "article.msg-assistant");
           await composer.press("Enter");
-          await page.locator('article.msg-assistant[data-phase="succeeded"]').waitFor({ timeout: 30_000 });
+          // This sample's answer, finished (not an earlier one the page may show).
+          await page.locator('article.msg-assistant[data-phase="succeeded"]', { hasText: marker }).waitFor({ timeout: 30_000 });
           const ft = await readStamps(page, 5000);
           if (ft.enter === undefined) throw new Error("the page saw no Enter keydown");
           const sent = sends.get(marker)?.[1];

@@ -71,7 +71,10 @@ export async function readStamps(page: Page, timeoutMs = 10_000): Promise<Stamps
   for (;;) {
     const ft = (await page.evaluate("window.__ft && window.__ft.painted !== undefined ? window.__ft : null")) as Stamps | null;
     if (ft) return ft;
-    if (performance.now() > until) throw new Error(`the token was not painted within ${timeoutMs} ms`);
+    if (performance.now() > until) {
+      const state = await page.evaluate("JSON.stringify({ ft: window.__ft, url: location.href, hidden: document.hidden, text: [...document.querySelectorAll('article')].map((a) => a.textContent).join(' | ').slice(0, 300) })");
+      throw new Error(`the token was not painted within ${timeoutMs} ms; page: ${String(state)}`);
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
 }
