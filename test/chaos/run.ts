@@ -11,6 +11,8 @@
  * Not a vitest file: run it with `npx tsx test/chaos/run.ts`.
  * CHAOS_SEED (default 8) picks the traffic; CHAOS_TIME_LIMIT_MS (default
  * 270000) bounds the whole run, after which it fails and kills what it started.
+ * On failure (always, when CHAOS_LOG_DIR is set) the instances' output and the
+ * HTTP log go to a folder under CHAOS_LOG_DIR, else the OS temp dir.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -90,8 +92,9 @@ function cleanup(): Promise<void> {
   return cleaningUp;
 }
 
-async function dumpLogs(): Promise<string> {
-  const dir = path.join(os.tmpdir(), `esa-chaos-logs-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+/** Every instance's output and the HTTP log (each response's status, times, client and route) into a folder. */
+async function dumpLogs(under = process.env.CHAOS_LOG_DIR ?? os.tmpdir()): Promise<string> {
+  const dir = path.join(under, `esa-chaos-logs-${new Date().toISOString().replace(/[:.]/g, "-")}`);
   await mkdir(dir, { recursive: true });
   for (const i of instances) await writeFile(path.join(dir, `${i.name}-${i.proc.pid}.log`), `${i.proc.stdout()}\n--- stderr\n${i.proc.stderr()}`);
   await writeFile(path.join(dir, "http.json"), JSON.stringify(httpLog));
@@ -128,7 +131,13 @@ const crashes: string[] = [];
 const MAX_CRASH_REPLACEMENTS = 6;
 
 async function addInstance(env: Record<string, string>): Promise<Instance> {
-  const inst = await spawnInstance(`i${++spawned}`, env);
+  const name = `i${++spawned}`;
+  // Once more after a failed start: on a shared machine dist/ may be rebuilt under a spawn (a missing chunk).
+  const inst = await spawnInstance(name, env).catch(async (err: unknown) => {
+    log(`instance ${name} did not start (${String(err).split("\n")[0]?.slice(0, 200)}); trying once more`);
+    await sleep(3000);
+    return spawnInstance(name, env);
+  });
   instances.push(inst);
   proxy?.add(inst.port);
   void inst.proc.exited.then((exit) => {
@@ -136,7 +145,9 @@ async function addInstance(env: Record<string, string>): Promise<Instance> {
     if (signalled.has(inst.proc.pid) || cleaningUp) return;
     const fatal = [...inst.proc.logs].reverse().find((l) => Number(l.level) >= 60);
     const err = fatal?.err as { message?: string; stack?: string } | undefined;
-    const why = fatal ? `${String(fatal.msg)}: ${err?.message ?? ""} ${(err?.stack ?? "").split("\n").slice(1, 4).map((x) => x.trim()).join(" | ")}` : inst.proc.stderr().slice(-300);
+    // The frames that say where it came from: ours and graphile-worker's, not node's or pg's.
+    const frames = (err?.stack ?? "").split("\n").filter((x) => /graphile-worker|dist\/chunks|dist\/index/.test(x)).map((x) => x.trim().replace(`${ROOT}/`, ""));
+    const why = fatal ? `${String(fatal.msg)}: ${err?.message ?? ""} (${frames.slice(0, 3).join(" | ") || "no stack"})` : inst.proc.stderr().slice(-300);
     const line = `instance ${inst.name} pid ${inst.proc.pid} exited by itself (${exit.code ?? exit.signal}) at t=${since(Date.now())}s: ${why}`;
     crashes.push(line);
     breaches.push(line);
@@ -497,6 +508,10 @@ async function finish(code: number) {
   if (finishing) return;
   finishing = true;
   const failed = code !== 0 || breaches.length > 0;
+  if (process.env.CHAOS_LOG_DIR && !failed) {
+    const dir = await dumpLogs(process.env.CHAOS_LOG_DIR).catch(() => "(could not write logs)");
+    process.stdout.write(`instance logs and the HTTP log: ${dir}\n`);
+  }
   if (failed) {
     const dir = await dumpLogs().catch(() => "(could not write logs)");
     process.stdout.write(`\nFAIL: ${breaches.length} breach(es)\n${breaches.map((b) => `  - ${b}`).join("\n")}\ninstance logs and the HTTP log: ${dir}\n`);
