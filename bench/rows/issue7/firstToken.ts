@@ -79,8 +79,12 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
   });
   const browser = await launchBrowser();
   try {
+    // Its own database: the shared app server of other rows runs a queue on `bench` and,
+    // with no provider configured, would take some of these runs.
+    const databaseUrl = await (await ctx.database()).freshDatabase("bench_first_token");
     const server = await ctx.spawnServer({
       env: {
+        DATABASE_URL: databaseUrl,
         OPENAI_API_KEY: "x",
         OPENAI_BASE_URL: fake.url,
         OPENAI_RATE_LIMIT_MAX: "1000000",
