@@ -34,6 +34,10 @@ class KnownUsers {
 export function createUserDirectory(pool: Pool) {
   const known = new KnownUsers();
   return {
+    /** Known to exist without asking the database (a user seen by this process). */
+    isKnown(id: string): boolean {
+      return known.has(id);
+    },
     async exists(id: string): Promise<boolean> {
       if (known.has(id)) return true;
       const r = await pool.query("select 1 from users where id = $1", [id]);
@@ -110,7 +114,8 @@ export function createAuthenticate(deps: AuthDeps): RequestHandler {
     const now = Math.floor(Date.now() / 1000);
     const raw = sessionCookie(req.headers.cookie, req.secure);
     const session = raw ? codec.verify(raw, now) : null;
-    if (session && (await users.exists(session.userId))) {
+    // A known user costs no await: most requests are a returning browser's.
+    if (session && (users.isKnown(session.userId) || (await users.exists(session.userId)))) {
       req.user = { id: session.userId, via: "cookie" };
       if (session.expiresAt - now < SESSION_TTL_SECONDS / 2) setCookie(req, res, session.userId, now);
       return next();

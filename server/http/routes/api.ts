@@ -36,10 +36,9 @@ export function createDataApi(deps: DataApiDeps): Router {
   const router = Router();
   // One layer, no mount path: a mounted `use` would rewrite and restore
   // req.url for each of its handlers on every request.
-  const needsIdentity = (path: string) => {
-    const p = path.toLowerCase();
-    return DATA_PREFIXES.some((prefix) => p === prefix || p.startsWith(prefix + "/"));
-  };
+  // Case-insensitive, like Express's own path matching.
+  const identityPaths = new RegExp(`^(${DATA_PREFIXES.map((p) => p.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")).join("|")})(/|$)`, "i");
+  const needsIdentity = (path: string) => identityPaths.test(path);
   router.use(function identify(req, res, next) {
     if (!needsIdentity(req.path)) return next();
     // csrfGuard throws its 403; inside authenticate's next, that rejects authenticate's promise, which the router turns into next(err).
