@@ -1,9 +1,10 @@
 /**
  * Issue 2: a small `/api` GET (`/api/meta`, no database) through the full
- * stack (observe, helmet, CORS, rate limit, body parsing, compression, router)
- * against bare Express 5 answering the same bytes, 50 connections. The bench
- * server runs with RATE_LIMIT_MAX very high so the limiter counts but never
- * answers 429.
+ * stack (observe: request id, metrics; helmet's headers and the CSP; the API
+ * gate: no-store, CORS when an Origin is sent, the rate limit, compression
+ * decided when the body is known; the router) against bare Express 5
+ * answering the same bytes, 50 connections. The bench server runs with
+ * RATE_LIMIT_MAX very high so the limiter counts but never answers 429.
  */
 import type { BenchRow } from "../lib/types.js";
 import { comparisonMeasurements, loadAgainstBaseline } from "../lib/compare.js";

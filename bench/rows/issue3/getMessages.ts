@@ -1,8 +1,9 @@
 /**
  * Issue 3: `GET /api/conversations/:id/messages?limit=50` on a conversation of
- * 50 messages through the full stack (identity cookie, query validation, the
- * ownership check and the list select) against bare Express 5 sending the
- * list select alone with `pg` and answering the same JSON, 10 connections, on
+ * 50 messages through the full stack (identity cookie, query validation, and
+ * one prepared statement that checks the conversation is the caller's and
+ * selects the page) against bare Express 5 sending the list select alone with
+ * `pg` and answering the same JSON, 10 connections, on
  * the same fresh database. No `accept-encoding` is sent (autocannon sends
  * none), so neither side compresses.
  */
