@@ -104,6 +104,7 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
     deps.addCheck({ name: "streams", required: false, run: async () => ({ status: "up", websockets: realtime.connections, sse: runEvents.open, runFeeds: hub.feeds }) });
   } else {
     deps.setUpgradeHandler((_req, socket) => refuseUpgrade(socket, 404, "not_found", "WebSockets are disabled on this server (ENABLE_WEBSOCKETS=false); use GET /api/runs/:id/events"));
+    deps.addCheck({ name: "streams", required: false, run: async () => ({ status: "up", websockets: "disabled", sse: runEvents.open, runFeeds: hub.feeds }) });
   }
 
   const cpu = createCpuSampler();

@@ -214,6 +214,9 @@ describe("across instances", () => {
     await sse.waitFor((e) => e.data !== undefined);
     expect(sse.status).toBe(200);
     sse.close();
+    // /health still reports the streams, saying the WebSockets are off.
+    const health = (await (await fetch(`${d.baseUrl}/health`)).json()) as { checks: Record<string, unknown> };
+    expect(health.checks.streams).toMatchObject({ status: "up", websockets: "disabled" });
   });
 });
 
