@@ -1,22 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { createServer } from "node:net";
 import pg from "pg";
 import { createTestDatabase } from "./helpers/db.js";
+import { freePort } from "./fixtures/process.js";
 import { isDatabaseUnavailable } from "../server/db/errors.js";
 import { coerceError } from "../server/http/errors.js";
-
-/** A loopback port with nothing listening on it. */
-function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function errorOf(fn: () => Promise<unknown>): Promise<unknown> {
   try {
@@ -30,7 +17,7 @@ async function errorOf(fn: () => Promise<unknown>): Promise<unknown> {
 describe("database unavailable vs a failed query", () => {
   it("a refused connection and a terminated backend are 'unavailable' (503 not_ready with Retry-After); a bad query is a 500", async () => {
     const refused = await errorOf(async () => {
-      const c = new pg.Client({ connectionString: `postgres://x:y@127.0.0.1:${await closedPort()}/z`, connectionTimeoutMillis: 2000 });
+      const c = new pg.Client({ connectionString: `postgres://x:y@127.0.0.1:${await freePort()}/z`, connectionTimeoutMillis: 2000 });
       c.on("error", () => undefined);
       await c.connect();
     });
