@@ -3,27 +3,14 @@
  * identity layer (no cookie, no anonymous user), and tasks are scoped to the
  * token's user: another user's task is "not found", never its data.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { SignJWT } from "jose";
 import type { Task } from "@a2a-js/sdk";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { createScriptedAgents, scriptOf, waitForStatus, type ScriptedAgents } from "./helpers/queue.js";
-import { startA2aStack, userMessage, rawRpc, type A2aStack } from "./helpers/a2a.js";
+import { scriptOf, waitForStatus } from "./helpers/queue.js";
+import { useA2aStack, userMessage, rawRpc } from "./helpers/a2a.js";
 import { TEST_JWT_SECRET } from "./helpers/dataApi.js";
 
-let db: TestDatabase;
-let agents: ScriptedAgents;
-let stack: A2aStack;
-
-beforeAll(async () => {
-  db = await createTestDatabase({ migrate: true });
-  agents = createScriptedAgents();
-  stack = await startA2aStack(db, agents.orchestrator);
-});
-afterAll(async () => {
-  await stack?.close();
-  await db?.drop();
-});
+const a2a = useA2aStack();
 
 describe("bearer JWT on every call but the cards", () => {
   const endpoints = ["/a2a/jsonrpc", "/a2a/agents/math/jsonrpc", "/a2a/agents/hello/jsonrpc", "/a2a/agents/assistant/jsonrpc"];
@@ -43,31 +30,31 @@ describe("bearer JWT on every call but the cards", () => {
     ];
     for (const path of endpoints) {
       for (const headers of cases) {
-        const r = await rawRpc(`${stack.baseUrl}${path}`, send, { "a2a-version": "1.0", ...headers });
+        const r = await rawRpc(`${a2a.stack.baseUrl}${path}`, send, { "a2a-version": "1.0", ...headers });
         expect(r.status, `${path} ${JSON.stringify(headers)}`).toBe(401);
         expect(r.headers.get("www-authenticate")).toMatch(/^Bearer/);
         expect(r.json).toMatchObject({ error: { code: "unauthorized" } });
       }
     }
     // REST too.
-    const rest = await fetch(`${stack.baseUrl}/a2a/rest/tasks/00000000-0000-4000-8000-000000000000`, { headers: { "a2a-version": "1.0" } });
+    const rest = await fetch(`${a2a.stack.baseUrl}/a2a/rest/tasks/00000000-0000-4000-8000-000000000000`, { headers: { "a2a-version": "1.0" } });
     expect(rest.status).toBe(401);
-    const runs = await db.pool.query("select 1 from runs");
+    const runs = await a2a.db.pool.query("select 1 from runs");
     expect(runs.rowCount).toBe(0);
   });
 
   it("the SDK client without a token is refused; with one it works", async () => {
-    const { token } = await stack.token();
-    const anonymous = await stack.client("");
+    const { token } = await a2a.stack.token();
+    const anonymous = await a2a.stack.client("");
     await expect(anonymous.sendMessage({ tenant: "", message: userMessage("hi"), configuration: undefined, metadata: undefined })).rejects.toThrow(/401/);
-    const client = await stack.client(token);
+    const client = await a2a.stack.client(token);
     const task = (await client.sendMessage({ tenant: "", message: userMessage(scriptOf({ text: ["ok"] })), configuration: undefined, metadata: undefined })) as Task;
     expect(task.id).toMatch(/^[0-9a-f-]{36}$/);
   });
 
   it("cards need no token", async () => {
     for (const path of ["/.well-known/agent-card.json", "/a2a/agents/math/agent-card.json"]) {
-      const r = await fetch(`${stack.baseUrl}${path}`, { headers: { "a2a-version": "1.0" } });
+      const r = await fetch(`${a2a.stack.baseUrl}${path}`, { headers: { "a2a-version": "1.0" } });
       expect(r.status, path).toBe(200);
     }
   });
@@ -75,17 +62,17 @@ describe("bearer JWT on every call but the cards", () => {
 
 describe("tasks are the token's user's", () => {
   it("another user's task is not found for get, cancel, subscribe and follow-up messages; their context is refused", async () => {
-    const alice = await stack.token();
-    const bob = await stack.token();
-    const a = await stack.client(alice.token);
-    const b = await stack.client(bob.token);
+    const alice = await a2a.stack.token();
+    const bob = await a2a.stack.token();
+    const a = await a2a.stack.client(alice.token);
+    const b = await a2a.stack.client(bob.token);
     const task = (await a.sendMessage({
       tenant: "",
       message: userMessage(scriptOf({ text: ["secret"], hang: true })),
       configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true },
       metadata: undefined,
     })) as Task;
-    await waitForStatus(db, task.id, ["running"]);
+    await waitForStatus(a2a.db, task.id, ["running"]);
 
     await expect(b.getTask({ tenant: "", id: task.id })).rejects.toMatchObject({ name: "TaskNotFoundError" });
     await expect(b.cancelTask({ tenant: "", id: task.id, metadata: undefined })).rejects.toMatchObject({ name: "TaskNotFoundError" });
@@ -100,8 +87,8 @@ describe("tasks are the token's user's", () => {
     const listed = await b.listTasks({ tenant: "", contextId: "", status: 0, pageToken: "", statusTimestampAfter: undefined });
     expect(listed.tasks).toEqual([]);
     // Bob's attempts changed nothing: the run still runs, in Alice's conversation only.
-    expect((await waitForStatus(db, task.id, ["running"])).cancel_requested_at).toBeNull();
-    const inConv = await db.pool.query<{ user_id: string }>("select distinct user_id from messages where conversation_id = $1", [task.contextId]);
+    expect((await waitForStatus(a2a.db, task.id, ["running"])).cancel_requested_at).toBeNull();
+    const inConv = await a2a.db.pool.query<{ user_id: string }>("select distinct user_id from messages where conversation_id = $1", [task.contextId]);
     expect(inConv.rows).toEqual([{ user_id: alice.userId }]);
 
     // Alice sees and cancels her own.
@@ -109,6 +96,6 @@ describe("tasks are the token's user's", () => {
     expect(mine.id).toBe(task.id);
     expect((await a.listTasks({ tenant: "", contextId: "", status: 0, pageToken: "", statusTimestampAfter: undefined })).tasks.map((t) => t.id)).toContain(task.id);
     await a.cancelTask({ tenant: "", id: task.id, metadata: undefined });
-    await waitForStatus(db, task.id, ["cancelled"]);
+    await waitForStatus(a2a.db, task.id, ["cancelled"]);
   });
 });

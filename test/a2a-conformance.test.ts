@@ -4,26 +4,13 @@
  * stream, get, cancel and subscribe on runs executed by the real queue; v0.3
  * method names; bearer auth and per-user scoping; the protocol's errors.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { TaskState, type StreamResponse, type Task } from "@a2a-js/sdk";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { createScriptedAgents, scriptOf, waitForStatus, type ScriptedAgents } from "./helpers/queue.js";
-import { startA2aStack, userMessage, rawRpc, sseData, type A2aStack } from "./helpers/a2a.js";
+import { scriptOf, waitForStatus } from "./helpers/queue.js";
+import { useA2aStack, userMessage, rawRpc, sseData } from "./helpers/a2a.js";
 import { waitUntil } from "./helpers/ws.js";
 
-let db: TestDatabase;
-let agents: ScriptedAgents;
-let stack: A2aStack;
-
-beforeAll(async () => {
-  db = await createTestDatabase({ migrate: true });
-  agents = createScriptedAgents();
-  stack = await startA2aStack(db, agents.orchestrator);
-});
-afterAll(async () => {
-  await stack?.close();
-  await db?.drop();
-});
+const a2a = useA2aStack();
 
 type Kind = "task" | "message" | "statusUpdate" | "artifactUpdate";
 const kindOf = (r: StreamResponse): Kind => {
@@ -62,19 +49,19 @@ const artifactText = (t: Task) =>
 
 describe("SendMessage and GetTask (point 2)", () => {
   it("a message becomes a run on the queue: the task is the run, its context the conversation", async () => {
-    const { token, userId } = await stack.token();
-    const client = await stack.client(token);
+    const { token, userId } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const result = await client.sendMessage({ tenant: "", message: userMessage(scriptOf({ text: ["Hel", "lo"] })), configuration: undefined, metadata: undefined });
     expect("id" in result).toBe(true);
     const task = result as Task;
     expect(stateName(task.status?.state)).toBe("TASK_STATE_COMPLETED");
     expect(artifactText(task)).toBe("Hello");
-    const run = await db.pool.query<{ user_id: string; conversation_id: string; status: string; instance_id: string; requested_agent: string | null }>(
+    const run = await a2a.db.pool.query<{ user_id: string; conversation_id: string; status: string; instance_id: string; requested_agent: string | null }>(
       "select user_id, conversation_id, status, instance_id, requested_agent from runs where id = $1",
       [task.id],
     );
-    expect(run.rows[0]).toMatchObject({ user_id: userId, conversation_id: task.contextId, status: "succeeded", instance_id: stack.queue.instanceId, requested_agent: null });
-    const msgs = await db.pool.query<{ role: string; content: string }>("select role, content from messages where conversation_id = $1 order by created_at", [task.contextId]);
+    expect(run.rows[0]).toMatchObject({ user_id: userId, conversation_id: task.contextId, status: "succeeded", instance_id: a2a.stack.queue.instanceId, requested_agent: null });
+    const msgs = await a2a.db.pool.query<{ role: string; content: string }>("select role, content from messages where conversation_id = $1 order by created_at", [task.contextId]);
     expect(msgs.rows.map((m) => m.role)).toEqual(["user", "assistant"]);
     expect(msgs.rows[1]?.content).toBe("Hello");
 
@@ -82,7 +69,7 @@ describe("SendMessage and GetTask (point 2)", () => {
     const second = (await client.sendMessage({ tenant: "", message: userMessage(scriptOf({ text: ["again"] }), { contextId: task.contextId }), configuration: undefined, metadata: undefined })) as Task;
     expect(second.contextId).toBe(task.contextId);
     expect(second.id).not.toBe(task.id);
-    const runs = await db.pool.query("select id from runs where conversation_id = $1", [task.contextId]);
+    const runs = await a2a.db.pool.query("select id from runs where conversation_id = $1", [task.contextId]);
     expect(runs.rowCount).toBe(2);
 
     const got = await client.getTask({ tenant: "", id: task.id });
@@ -93,8 +80,8 @@ describe("SendMessage and GetTask (point 2)", () => {
   });
 
   it("returnImmediately answers with the submitted task; the run goes on", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const task = (await client.sendMessage({
       tenant: "",
       message: userMessage(scriptOf({ text: ["later"] })),
@@ -102,13 +89,13 @@ describe("SendMessage and GetTask (point 2)", () => {
       metadata: undefined,
     })) as Task;
     expect(["TASK_STATE_SUBMITTED", "TASK_STATE_WORKING"]).toContain(stateName(task.status?.state));
-    await waitForStatus(db, task.id, ["succeeded"]);
+    await waitForStatus(a2a.db, task.id, ["succeeded"]);
     expect(artifactText(await client.getTask({ tenant: "", id: task.id }))).toBe("later");
   });
 
   it("REST (HTTP+JSON) takes the same calls", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token, undefined, { rest: true });
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token, undefined, { rest: true });
     const task = (await client.sendMessage({ tenant: "", message: userMessage(scriptOf({ text: ["rest"] })), configuration: undefined, metadata: undefined })) as Task;
     expect(stateName(task.status?.state)).toBe("TASK_STATE_COMPLETED");
     expect(artifactText(await client.getTask({ tenant: "", id: task.id }))).toBe("rest");
@@ -119,7 +106,7 @@ describe("SendMessage and GetTask (point 2)", () => {
       configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true },
       metadata: undefined,
     })) as Task;
-    await waitForStatus(db, held.id, ["running"]);
+    await waitForStatus(a2a.db, held.id, ["running"]);
     const sub = client.resubscribeTask({ tenant: "", id: held.id });
     const first = await sub.next();
     expect((first.value as StreamResponse | undefined)?.payload?.$case).toBe("task");
@@ -135,8 +122,8 @@ describe("SendMessage and GetTask (point 2)", () => {
 
 describe("streaming (point 5)", () => {
   it("streams the task, then status, then artifact chunks, then the final status, in order", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const events = await collect(client.sendMessageStream({ tenant: "", message: userMessage(scriptOf({ text: ["a", "b", "c"], delayMs: 60 })), configuration: undefined, metadata: undefined }));
     const kinds = events.map(kindOf);
     expect(kinds[0]).toBe("task");
@@ -151,14 +138,14 @@ describe("streaming (point 5)", () => {
     expect(answerText(events)).toBe("abc");
     const task = events[0]?.payload?.$case === "task" ? events[0].payload.value : undefined;
     expect(task?.id).toMatch(/^[0-9a-f-]{36}$/);
-    expect((await waitForStatus(db, task?.id ?? "", ["succeeded"])).status).toBe("succeeded");
+    expect((await waitForStatus(a2a.db, task?.id ?? "", ["succeeded"])).status).toBe("succeeded");
   });
 });
 
 describe("cancel and subscribe (point 5)", () => {
   it("CancelTask on a running task ends it CANCELED, on the stream too, through the queue's cancel", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const stream = client.sendMessageStream({ tenant: "", message: userMessage(scriptOf({ text: ["working"], hang: true })), configuration: undefined, metadata: undefined });
     const seen: StreamResponse[] = [];
     let taskId = "";
@@ -171,7 +158,7 @@ describe("cancel and subscribe (point 5)", () => {
     // The run is executing (the stream showed its text): cancel it from another call.
     const cancelled = await client.cancelTask({ tenant: "", id: taskId, metadata: undefined });
     expect(stateName(cancelled.status?.state)).toBe("TASK_STATE_CANCELED");
-    const row = await waitForStatus(db, taskId, ["cancelled"]);
+    const row = await waitForStatus(a2a.db, taskId, ["cancelled"]);
     expect(row.cancel_requested_at).not.toBeNull();
     // A subscriber of the finished task is told to use GetTask; GetTask says CANCELED.
     await expect(collect(client.resubscribeTask({ tenant: "", id: taskId }))).rejects.toThrow(/terminal/);
@@ -181,8 +168,8 @@ describe("cancel and subscribe (point 5)", () => {
   });
 
   it("a streaming client cut off mid-run sees CANCELED as the last event when it stays", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const events: StreamResponse[] = [];
     let cancelled = false;
     for await (const r of client.sendMessageStream({ tenant: "", message: userMessage(scriptOf({ text: ["x"], hang: true })), configuration: undefined, metadata: undefined })) {
@@ -199,11 +186,11 @@ describe("cancel and subscribe (point 5)", () => {
   });
 
   it("subscribing after a disconnect returns the task as it stands, then the rest, nothing twice", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
-    agents.hook("resubscribe", () => held);
+    a2a.agents.hook("resubscribe", () => held);
     const abort = new AbortController();
     let taskId = "";
     try {
@@ -219,9 +206,9 @@ describe("cancel and subscribe (point 5)", () => {
     }
     expect(taskId).not.toBe("");
     // The server stops following the run for a client that is gone (the run goes on).
-    await waitUntil(() => stack.hub.feeds === 0, 5000, "the hub feed of the abandoned stream to close");
+    await waitUntil(() => a2a.stack.hub.feeds === 0, 5000, "the hub feed of the abandoned stream to close");
     // Everything the agent wrote before the hook is stored before we look.
-    await waitForStatus(db, taskId, ["running"]);
+    await waitForStatus(a2a.db, taskId, ["running"]);
     const sub = client.resubscribeTask({ tenant: "", id: taskId });
     const first = await sub.next();
     const snapshot = first.value as StreamResponse;
@@ -237,7 +224,7 @@ describe("cancel and subscribe (point 5)", () => {
     // The rest: every event after the snapshot's seq, none of those before it.
     expect(seqs.length).toBeGreaterThan(0);
     expect(Math.min(...seqs)).toBe(lastSeq + 1);
-    const stored = await db.pool.query<{ seq: number }>("select seq from run_events where run_id = $1 and seq > $2 order by seq", [taskId, lastSeq]);
+    const stored = await a2a.db.pool.query<{ seq: number }>("select seq from run_events where run_id = $1 and seq > $2 order by seq", [taskId, lastSeq]);
     expect([...new Set(seqs)]).toEqual(stored.rows.map((r) => r.seq));
     const last = rest.at(-1);
     if (last?.payload?.$case !== "statusUpdate") throw new Error("the last event is not a status update");
@@ -248,51 +235,51 @@ describe("cancel and subscribe (point 5)", () => {
 
 describe("protocol errors (point 5)", () => {
   it("an unknown task is the protocol's TaskNotFound (-32001) for get, cancel and subscribe", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const unknown = "00000000-0000-4000-8000-000000000000";
     await expect(client.getTask({ tenant: "", id: unknown })).rejects.toMatchObject({ name: "TaskNotFoundError" });
     await expect(client.cancelTask({ tenant: "", id: unknown, metadata: undefined })).rejects.toMatchObject({ name: "TaskNotFoundError" });
     await expect(collect(client.resubscribeTask({ tenant: "", id: unknown }))).rejects.toMatchObject({ name: "TaskNotFoundError" });
     await expect(client.getTask({ tenant: "", id: "not-a-uuid" })).rejects.toMatchObject({ name: "TaskNotFoundError" });
-    const raw = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, { jsonrpc: "2.0", id: 7, method: "GetTask", params: { id: unknown } }, { authorization: `Bearer ${token}`, "a2a-version": "1.0" });
+    const raw = await rawRpc(`${a2a.stack.baseUrl}/a2a/jsonrpc`, { jsonrpc: "2.0", id: 7, method: "GetTask", params: { id: unknown } }, { authorization: `Bearer ${token}`, "a2a-version": "1.0" });
     expect(raw.json).toMatchObject({ jsonrpc: "2.0", id: 7, error: { code: -32001 } });
   });
 
   it("a malformed JSON-RPC body is the protocol's parse error (-32700); an unknown method is -32601, a non-2.0 request invalid", async () => {
-    const { token } = await stack.token();
+    const { token } = await a2a.stack.token();
     const auth = { authorization: `Bearer ${token}`, "a2a-version": "1.0" };
-    const parse = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, '{"jsonrpc":"2.0","id":1,"method":', auth);
+    const parse = await rawRpc(`${a2a.stack.baseUrl}/a2a/jsonrpc`, '{"jsonrpc":"2.0","id":1,"method":', auth);
     expect(parse.json).toEqual({ jsonrpc: "2.0", id: null, error: { code: -32700, message: expect.any(String) } });
-    const method = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, { jsonrpc: "2.0", id: 2, method: "NoSuchMethod", params: {} }, auth);
+    const method = await rawRpc(`${a2a.stack.baseUrl}/a2a/jsonrpc`, { jsonrpc: "2.0", id: 2, method: "NoSuchMethod", params: {} }, auth);
     expect(method.json).toMatchObject({ id: 2, error: { code: -32601 } });
     // Not JSON-RPC 2.0 (no `jsonrpc`): refused as invalid by the SDK (-32602 in 1.3.0).
-    const invalid = await rawRpc(`${stack.baseUrl}/a2a/jsonrpc`, { id: 3, method: "GetTask" }, auth);
+    const invalid = await rawRpc(`${a2a.stack.baseUrl}/a2a/jsonrpc`, { id: 3, method: "GetTask" }, auth);
     const code = (invalid.json as { error: { code: number } }).error.code;
     expect(code).toBeLessThanOrEqual(-32600);
     expect(code).toBeGreaterThanOrEqual(-32603);
   });
 
   it("a message the server cannot take is a protocol error, and nothing is stored", async () => {
-    const { token, userId } = await stack.token();
-    const client = await stack.client(token);
-    const before = await db.pool.query("select 1 from runs where user_id = $1", [userId]);
+    const { token, userId } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
+    const before = await a2a.db.pool.query("select 1 from runs where user_id = $1", [userId]);
     const noText = { ...userMessage("x"), parts: [] };
     await expect(client.sendMessage({ tenant: "", message: noText, configuration: undefined, metadata: undefined })).rejects.toThrow(/text part/);
-    await expect(client.sendMessage({ tenant: "", message: userMessage("a".repeat(stack.config.security.maxMessageLength + 1)), configuration: undefined, metadata: undefined })).rejects.toThrow(/longer than/);
+    await expect(client.sendMessage({ tenant: "", message: userMessage("a".repeat(a2a.stack.config.security.maxMessageLength + 1)), configuration: undefined, metadata: undefined })).rejects.toThrow(/longer than/);
     await expect(
       client.sendMessage({ tenant: "", message: userMessage("hi", { contextId: "00000000-0000-4000-8000-000000000001" }), configuration: undefined, metadata: undefined }),
     ).rejects.toThrow(/not one of your conversations/);
-    const after = await db.pool.query("select 1 from runs where user_id = $1", [userId]);
+    const after = await a2a.db.pool.query("select 1 from runs where user_id = $1", [userId]);
     expect(after.rowCount).toBe(before.rowCount);
   });
 });
 
 describe("the v1.0 wire format, raw (point 2)", () => {
   it("SendMessage in ProtoJSON, as the README's curl example sends it", async () => {
-    const { token } = await stack.token();
+    const { token } = await a2a.stack.token();
     const r = await rawRpc(
-      `${stack.baseUrl}/a2a/agents/math/jsonrpc`,
+      `${a2a.stack.baseUrl}/a2a/agents/math/jsonrpc`,
       { jsonrpc: "2.0", id: 1, method: "SendMessage", params: { message: { messageId: "m1", role: "ROLE_USER", parts: [{ text: scriptOf({ text: ["5"] }) }] } } },
       { authorization: `Bearer ${token}`, "a2a-version": "1.0" },
     );
@@ -305,8 +292,8 @@ describe("v0.3 method names through the SDK's legacy compatibility (point 2)", (
   const v03 = (parts: string) => ({ kind: "message", messageId: crypto.randomUUID(), role: "user", parts: [{ kind: "text", text: parts }] });
 
   it("message/send, tasks/get, message/stream, tasks/resubscribe and tasks/cancel work without an A2A-Version header", async () => {
-    const { token } = await stack.token();
-    const url = `${stack.baseUrl}/a2a/jsonrpc`;
+    const { token } = await a2a.stack.token();
+    const url = `${a2a.stack.baseUrl}/a2a/jsonrpc`;
     const auth = { authorization: `Bearer ${token}` };
 
     const sent = await rawRpc(url, { jsonrpc: "2.0", id: 1, method: "message/send", params: { message: v03(scriptOf({ text: ["v0.3"] })) } }, auth);
@@ -326,7 +313,7 @@ describe("v0.3 method names through the SDK's legacy compatibility (point 2)", (
     // A held run: resubscribe sees it working, cancel ends it.
     const hold = await rawRpc(url, { jsonrpc: "2.0", id: 4, method: "message/send", params: { message: v03(scriptOf({ hang: true })), configuration: { blocking: false } } }, auth);
     const held = (hold.json as { result: { id: string } }).result;
-    await waitForStatus(db, held.id, ["running"]);
+    await waitForStatus(a2a.db, held.id, ["running"]);
     const cancelling = rawRpc(url, { jsonrpc: "2.0", id: 5, method: "tasks/resubscribe", params: { id: held.id } }, auth);
     await new Promise((r) => setTimeout(r, 200));
     const cancel = await rawRpc(url, { jsonrpc: "2.0", id: 6, method: "tasks/cancel", params: { id: held.id } }, auth);
@@ -338,28 +325,19 @@ describe("v0.3 method names through the SDK's legacy compatibility (point 2)", (
 });
 
 describe("a full queue", () => {
-  let fullDb: TestDatabase;
-  let full: A2aStack;
-  beforeAll(async () => {
-    fullDb = await createTestDatabase({ migrate: true });
-    full = await startA2aStack(fullDb, createScriptedAgents().orchestrator, { env: { MAX_QUEUE_DEPTH: "1" } });
-  });
-  afterAll(async () => {
-    await full?.close();
-    await fullDb?.drop();
-  });
+  const full = useA2aStack({ env: { MAX_QUEUE_DEPTH: "1" } });
 
   it("refuses a message with an error saying so, and stores nothing (no empty conversation either)", async () => {
     // One queued run with no job: it stays queued and fills the queue.
-    await fullDb.pool.query(`
+    await full.db.pool.query(`
       with u as (insert into users default values returning id),
       c as (insert into conversations (user_id) select id from u returning id, user_id),
       m as (insert into messages (conversation_id, user_id, role, content) select id, user_id, 'user', 'x' from c returning id, conversation_id, user_id)
       insert into runs (user_id, conversation_id, message_id) select user_id, conversation_id, id from m`);
-    const { token, userId } = await full.token();
-    const client = await full.client(token);
+    const { token, userId } = await full.stack.token();
+    const client = await full.stack.client(token);
     await expect(client.sendMessage({ tenant: "", message: userMessage("hi"), configuration: undefined, metadata: undefined })).rejects.toThrow(/Too many runs are waiting/);
-    const mine = await fullDb.pool.query("select 1 from conversations where user_id = $1", [userId]);
+    const mine = await full.db.pool.query("select 1 from conversations where user_id = $1", [userId]);
     expect(mine.rowCount).toBe(0);
   });
 });

@@ -5,12 +5,11 @@
  * run's (COMPLETED, FAILED, CANCELED). The mapper alone on every event type,
  * then runs on the real queue (scripted agents, and the real orchestrator).
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { TaskState, type StreamResponse, type Task } from "@a2a-js/sdk";
 import type { AgentExecutionEvent } from "@a2a-js/sdk/server";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { createScriptedAgents, scriptOf, waitForStatus } from "./helpers/queue.js";
-import { startA2aStack, userMessage, type A2aStack } from "./helpers/a2a.js";
+import { scriptOf, waitForStatus } from "./helpers/queue.js";
+import { useA2aStack, userMessage } from "./helpers/a2a.js";
 import { RunEventMapper, stateOf, taskOf, type RunEventIn, type RunSnapshot } from "../server/a2a/mapping.js";
 import { createAgentRegistry } from "../server/agents/registry.js";
 import { createOrchestrator } from "../server/agents/orchestrator.js";
@@ -145,20 +144,11 @@ const esaOf = (r: StreamResponse) =>
   r.payload?.$case === "statusUpdate" || r.payload?.$case === "artifactUpdate" ? (r.payload.value.metadata as { esa: Record<string, unknown> }).esa : null;
 
 describe("runs on the queue, streamed", () => {
-  let db: TestDatabase;
-  let stack: A2aStack;
-  beforeAll(async () => {
-    db = await createTestDatabase({ migrate: true });
-    stack = await startA2aStack(db, createScriptedAgents().orchestrator);
-  });
-  afterAll(async () => {
-    await stack?.close();
-    await db?.drop();
-  });
+  const a2a = useA2aStack();
 
   it("a retried run: retrying and reset are status updates, the new attempt's text replaces the old, COMPLETED last", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const script = scriptOf({ text: ["Wrong"], fail: { code: "provider_error", message: "flaky", retryable: true } }, { text: ["Right"] });
     const events = await collect(client.sendMessageStream({ tenant: "", message: userMessage(script), configuration: undefined, metadata: undefined }));
     const esa = events.map(esaOf);
@@ -182,13 +172,13 @@ describe("runs on the queue, streamed", () => {
     }
     expect(text).toBe("Right");
     const id = events[0]?.payload?.$case === "task" ? events[0].payload.value.id : "";
-    const row = await waitForStatus(db, id, ["succeeded"]);
+    const row = await waitForStatus(a2a.db, id, ["succeeded"]);
     expect(row.failures).toBe(1);
   }, 30_000);
 
   it("a failed run ends FAILED with its error, as GetTask says too", async () => {
-    const { token } = await stack.token();
-    const client = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const client = await a2a.stack.client(token);
     const events = await collect(
       client.sendMessageStream({ tenant: "", message: userMessage(scriptOf({ text: ["no"], fail: { code: "bad_input", message: "cannot do that", retryable: false } })), configuration: undefined, metadata: undefined }),
     );
@@ -198,32 +188,27 @@ describe("runs on the queue, streamed", () => {
     expect(last.value.status?.message?.parts[0]?.content).toMatchObject({ $case: "text", value: expect.stringContaining("cannot do that") });
     const task = await client.getTask({ tenant: "", id: last.value.taskId });
     expect(stateName(task.status?.state)).toBe("TASK_STATE_FAILED");
-    expect((await waitForStatus(db, task.id, ["failed"])).status).toBe("failed");
+    expect((await waitForStatus(a2a.db, task.id, ["failed"])).status).toBe("failed");
   });
 });
 
 describe("the real orchestrator and agents", () => {
-  let db: TestDatabase;
-  let stack: A2aStack;
-  beforeAll(async () => {
-    db = await createTestDatabase({ migrate: true });
-    const config = loadConfig({ NODE_ENV: "test" });
-    stack = await startA2aStack(db, createOrchestrator(createAgentRegistry(config, { budget: unlimitedBudget }), config));
-  });
-  afterAll(async () => {
-    await stack?.close();
-    await db?.drop();
+  const a2a = useA2aStack({
+    orchestrator: () => {
+      const config = loadConfig({ NODE_ENV: "test" });
+      return createOrchestrator(createAgentRegistry(config, { budget: unlimitedBudget }), config);
+    },
   });
 
   it("the system endpoint routes a calculation to math (route status first), the math endpoint answers it", async () => {
-    const { token } = await stack.token();
-    const system = await stack.client(token);
+    const { token } = await a2a.stack.token();
+    const system = await a2a.stack.client(token);
     const events = await collect(system.sendMessageStream({ tenant: "", message: userMessage("what is 6*7?"), configuration: undefined, metadata: undefined }));
     const routed = events.map(esaOf).find((e) => e?.event === "route");
     expect(routed).toMatchObject({ agent: "math" });
     const last = events.at(-1)?.payload;
     expect(last?.$case === "statusUpdate" && stateName(last.value.status?.state)).toBe("TASK_STATE_COMPLETED");
-    const math = await stack.client(token, "/a2a/agents/math/agent-card.json");
+    const math = await a2a.stack.client(token, "/a2a/agents/math/agent-card.json");
     const task = (await math.sendMessage({ tenant: "", message: userMessage("2+3"), configuration: undefined, metadata: undefined })) as Task;
     expect(stateName(task.status?.state)).toBe("TASK_STATE_COMPLETED");
     expect(task.artifacts[0]?.parts.map((p) => (p.content?.$case === "text" ? p.content.value : "")).join("")).toMatch(/\b5\b/);

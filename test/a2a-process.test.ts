@@ -6,12 +6,12 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { TaskState, type StreamResponse } from "@a2a-js/sdk";
-import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory } from "@a2a-js/sdk/client";
+import { DefaultAgentCardResolver } from "@a2a-js/sdk/client";
 import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
 import { spawnServer, type ServerProcess } from "./helpers/spawnServer.js";
 import { waitForStatus } from "./fixtures/process.js";
 import { TEST_JWT_SECRET, TEST_SESSION_SECRET } from "./helpers/dataApi.js";
-import { userMessage } from "./helpers/a2a.js";
+import { a2aClient, userMessage } from "./helpers/a2a.js";
 import { createJwt } from "../server/auth/jwt.js";
 
 let db: TestDatabase;
@@ -31,24 +31,12 @@ afterAll(async () => {
 describe("the A2A surface of the built server", () => {
   it("serves the cards and runs a streamed message on its own queue", async () => {
     const token = await createJwt(TEST_JWT_SECRET).sign(crypto.randomUUID(), 600);
-    const fetchImpl: typeof fetch = (input, init) => {
-      const headers = new Headers(init?.headers);
-      headers.set("authorization", `Bearer ${token}`);
-      return fetch(input, { ...init, headers });
-    };
-    const factory = new ClientFactory(
-      ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-        transports: [new JsonRpcTransportFactory({ fetchImpl })],
-        preferredTransports: ["JSONRPC"],
-        cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
-      }),
-    );
     for (let i = 0; i < 3; i++) {
       const card = await new DefaultAgentCardResolver().resolve(srv.baseUrl);
       expect(card.name).toBe("orchestrator");
       expect(card.supportedInterfaces[0]?.url).toBe(`${srv.baseUrl}/a2a/jsonrpc`);
     }
-    const client = await factory.createFromUrl(srv.baseUrl);
+    const client = await a2aClient(srv.baseUrl, token);
     const events: StreamResponse[] = [];
     for await (const r of client.sendMessageStream({ tenant: "", message: userMessage("what is 20+22?"), configuration: undefined, metadata: undefined })) events.push(r);
     expect(events[0]?.payload?.$case).toBe("task");

@@ -11,6 +11,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { beforeAll, afterAll } from "vitest";
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory, type Client } from "@a2a-js/sdk/client";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
 import { createMetrics } from "../../server/ops/metrics.js";
@@ -25,9 +26,9 @@ import { unlimitedBudget } from "../../server/agents/budget.js";
 import type { Orchestrator } from "../../server/agents/types.js";
 import { createA2aRouter } from "../../server/a2a/router.js";
 import { TEST_JWT_SECRET, TEST_SESSION_SECRET } from "./dataApi.js";
-import { startTestQueue, type TestQueue } from "./queue.js";
+import { createScriptedAgents, startTestQueue, type ScriptedAgents, type TestQueue } from "./queue.js";
 import { createCapturedLogger } from "./logs.js";
-import type { TestDatabase } from "./db.js";
+import { createTestDatabase, type TestDatabase } from "./db.js";
 
 export interface A2aStack {
   baseUrl: string;
@@ -80,21 +81,7 @@ export async function startA2aStack(db: TestDatabase, orchestrator: Orchestrator
     async token(userId = randomUUID()) {
       return { userId, token: await jwt.sign(userId, 3600) };
     },
-    async client(token, cardPath, o = {}) {
-      const fetchImpl: typeof fetch = (input, init) => {
-        const headers = new Headers(init?.headers);
-        headers.set("authorization", `Bearer ${token}`);
-        return fetch(input, { ...init, headers });
-      };
-      const factory = new ClientFactory(
-        ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-          transports: o.rest ? [new RestTransportFactory({ fetchImpl })] : [new JsonRpcTransportFactory({ fetchImpl })],
-          preferredTransports: o.rest ? ["HTTP+JSON"] : ["JSONRPC"],
-          cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
-        }),
-      );
-      return factory.createFromUrl(baseUrl, cardPath);
-    },
+    client: (token, cardPath, o) => a2aClient(baseUrl, token, cardPath, o),
     async close() {
       await queue.stop();
       await new Promise<void>((r) => {
@@ -104,6 +91,64 @@ export async function startA2aStack(db: TestDatabase, orchestrator: Orchestrator
       await hub.stop();
       await listener.stop();
       rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The SDK client of one endpoint of the server at `baseUrl`, resolved from its card with the bearer token (JSON-RPC unless `rest`). */
+export async function a2aClient(baseUrl: string, token: string, cardPath?: string, o: { rest?: boolean } = {}): Promise<Client> {
+  const fetchImpl: typeof fetch = (input, init) => {
+    const headers = new Headers(init?.headers);
+    headers.set("authorization", `Bearer ${token}`);
+    return fetch(input, { ...init, headers });
+  };
+  const factory = new ClientFactory(
+    ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+      transports: o.rest ? [new RestTransportFactory({ fetchImpl })] : [new JsonRpcTransportFactory({ fetchImpl })],
+      preferredTransports: o.rest ? ["HTTP+JSON"] : ["JSONRPC"],
+      cardResolver: new DefaultAgentCardResolver({ fetchImpl }),
+    }),
+  );
+  return factory.createFromUrl(baseUrl, cardPath);
+}
+
+/** What useA2aStack gives a test: read its fields inside tests and hooks, once its beforeAll has run. */
+export interface A2aFixture {
+  readonly db: TestDatabase;
+  /** The scripted agents the stack runs, unless `orchestrator` said otherwise. */
+  readonly agents: ScriptedAgents;
+  readonly stack: A2aStack;
+}
+
+/**
+ * A migrated test database and an A2A stack on it, opened in a beforeAll and
+ * closed in an afterAll of the calling scope (the file, or the describe it is
+ * called in). The stack runs the scripted agents unless `orchestrator` builds
+ * another (called in the beforeAll).
+ */
+export function useA2aStack(opts: { env?: Env; orchestrator?: () => Orchestrator } = {}): A2aFixture {
+  const agents = createScriptedAgents();
+  let db: TestDatabase | undefined;
+  let stack: A2aStack | undefined;
+  beforeAll(async () => {
+    db = await createTestDatabase({ migrate: true });
+    stack = await startA2aStack(db, opts.orchestrator?.() ?? agents.orchestrator, { env: opts.env });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await db?.drop();
+  });
+  const opened = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new Error(`useA2aStack: ${what} is read before its beforeAll has run`);
+    return v;
+  };
+  return {
+    get db() {
+      return opened(db, "db");
+    },
+    agents,
+    get stack() {
+      return opened(stack, "stack");
     },
   };
 }
