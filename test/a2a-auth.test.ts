@@ -7,7 +7,7 @@ import { describe, it, expect } from "vitest";
 import { SignJWT } from "jose";
 import type { Task } from "@a2a-js/sdk";
 import { scriptOf, waitForStatus } from "./helpers/queue.js";
-import { useA2aStack, userMessage, rawRpc } from "./helpers/a2a.js";
+import { startHeldTask, useA2aStack, userMessage, rawRpc } from "./helpers/a2a.js";
 import { TEST_JWT_SECRET } from "./helpers/dataApi.js";
 
 const a2a = useA2aStack();
@@ -66,13 +66,7 @@ describe("tasks are the token's user's", () => {
     const bob = await a2a.stack.token();
     const a = await a2a.stack.client(alice.token);
     const b = await a2a.stack.client(bob.token);
-    const task = (await a.sendMessage({
-      tenant: "",
-      message: userMessage(scriptOf({ text: ["secret"], hang: true })),
-      configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true },
-      metadata: undefined,
-    })) as Task;
-    await waitForStatus(a2a.db, task.id, ["running"]);
+    const task = await startHeldTask(a, a2a.db, "secret");
 
     await expect(b.getTask({ tenant: "", id: task.id })).rejects.toMatchObject({ name: "TaskNotFoundError" });
     await expect(b.cancelTask({ tenant: "", id: task.id, metadata: undefined })).rejects.toMatchObject({ name: "TaskNotFoundError" });

@@ -7,7 +7,7 @@
 import { describe, it, expect } from "vitest";
 import { TaskState, type StreamResponse, type Task } from "@a2a-js/sdk";
 import { scriptOf, waitForStatus } from "./helpers/queue.js";
-import { useA2aStack, userMessage, rawRpc, sseData } from "./helpers/a2a.js";
+import { startHeldTask, useA2aStack, userMessage, rawRpc, sseData } from "./helpers/a2a.js";
 import { waitUntil } from "./helpers/ws.js";
 
 const a2a = useA2aStack();
@@ -100,13 +100,7 @@ describe("SendMessage and GetTask (point 2)", () => {
     expect(stateName(task.status?.state)).toBe("TASK_STATE_COMPLETED");
     expect(artifactText(await client.getTask({ tenant: "", id: task.id }))).toBe("rest");
     // Stream, subscribe and cancel over REST too.
-    const held = (await client.sendMessage({
-      tenant: "",
-      message: userMessage(scriptOf({ text: ["held"], hang: true })),
-      configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true },
-      metadata: undefined,
-    })) as Task;
-    await waitForStatus(a2a.db, held.id, ["running"]);
+    const held = await startHeldTask(client, a2a.db, "held");
     const sub = client.resubscribeTask({ tenant: "", id: held.id });
     const first = await sub.next();
     expect((first.value as StreamResponse | undefined)?.payload?.$case).toBe("task");

@@ -11,6 +11,7 @@ import { randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { Task } from "@a2a-js/sdk";
 import { beforeAll, afterAll } from "vitest";
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory, type Client } from "@a2a-js/sdk/client";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
@@ -26,7 +27,7 @@ import { unlimitedBudget } from "../../server/agents/budget.js";
 import type { Orchestrator } from "../../server/agents/types.js";
 import { createA2aRouter } from "../../server/a2a/router.js";
 import { TEST_JWT_SECRET, TEST_SESSION_SECRET } from "./dataApi.js";
-import { createScriptedAgents, startTestQueue, type ScriptedAgents, type TestQueue } from "./queue.js";
+import { createScriptedAgents, scriptOf, startTestQueue, waitForStatus, type ScriptedAgents, type TestQueue } from "./queue.js";
 import { createCapturedLogger } from "./logs.js";
 import { createTestDatabase, type TestDatabase } from "./db.js";
 
@@ -165,6 +166,21 @@ export function userMessage(text: string, extra: { contextId?: string; taskId?: 
     extensions: [],
     referenceTaskIds: [],
   };
+}
+
+/**
+ * A task whose scripted run hangs once it has said `text`: sent with
+ * returnImmediately, and returned once its run is `running`.
+ */
+export async function startHeldTask(client: Client, db: TestDatabase, text: string): Promise<Task> {
+  const task = (await client.sendMessage({
+    tenant: "",
+    message: userMessage(scriptOf({ text: [text], hang: true })),
+    configuration: { acceptedOutputModes: [], taskPushNotificationConfig: undefined, returnImmediately: true },
+    metadata: undefined,
+  })) as Task;
+  await waitForStatus(db, task.id, ["running"]);
+  return task;
 }
 
 /** One raw JSON-RPC POST (fetch), for what the SDK client would not send. */
