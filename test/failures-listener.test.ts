@@ -13,63 +13,52 @@
  * must still stop a running run. Once connections are let through again,
  * a new LISTEN backend appears and a later run streams over it.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { startFakeLlm, type FakeLlm } from "./helpers/fakeLlm.js";
+import { describe, it, expect, afterAll } from "vitest";
 import { Client } from "./helpers/dataApi.js";
-import { WsClient, ask, assertContiguous, assistantText, longText, spawnInstance, textOf, waitUntil, type Instance } from "./helpers/ws.js";
-import { listenBackends, sampleValue } from "./helpers/failures.js";
+import { WsClient, ask, assertContiguous, assistantText, longText, textOf, waitUntil } from "./helpers/ws.js";
+import { listenBackends, sampleValue, useServerFixture } from "./helpers/failures.js";
 
-let db: TestDatabase;
-let llm: FakeLlm;
-let inst: Instance | undefined;
-
-beforeAll(async () => {
-  [db, llm] = await Promise.all([createTestDatabase({ migrate: true }), startFakeLlm({ apiKey: "sk-realtime-test" })]);
-});
+const fx = useServerFixture();
+// Runs before the fixture's afterAll (hooks stack): the database is still there.
 afterAll(async () => {
-  await inst?.proc.stop();
-  await db?.pool.query("drop event trigger if exists refuse_listen").catch(() => undefined);
-  await llm?.close();
-  await db?.drop();
+  await fx.db.pool.query("drop event trigger if exists refuse_listen").catch(() => undefined);
 });
 
 /** Refuses logins named esa-agents-listen to this database, until dropped. */
 async function refuseListenerLogins(on: boolean) {
   if (!on) {
-    await db.pool.query("drop event trigger if exists refuse_listen");
+    await fx.db.pool.query("drop event trigger if exists refuse_listen");
     return;
   }
-  await db.pool.query(`
+  await fx.db.pool.query(`
     create or replace function refuse_listen() returns event_trigger language plpgsql as $$
     begin
       if current_setting('application_name') = 'esa-agents-listen' then
         raise exception 'test: LISTEN connections refused';
       end if;
     end $$`);
-  await db.pool.query("create event trigger refuse_listen on login execute function refuse_listen()");
+  await fx.db.pool.query("create event trigger refuse_listen on login execute function refuse_listen()");
 }
 
-const runStatus = async (runId: string) => (await db.pool.query<{ status: string }>("select status from runs where id = $1", [runId])).rows[0]?.status;
+const runStatus = async (runId: string) => (await fx.db.pool.query<{ status: string }>("select status from runs where id = $1", [runId])).rows[0]?.status;
 
 describe("the LISTEN connection killed", () => {
   it("events still reach the socket by polling, runs posted or cancelled meanwhile are not stranded, and the listener reconnects", async () => {
     const full = `Streamed across the outage: ${longText(1500)}`;
     const quick = "Posted while LISTEN was down.";
     const after = "Streamed over the new LISTEN connection.";
-    llm.setDefault((body) => {
+    fx.llm.setDefault((body) => {
       const user = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
       if (user.includes("outage")) return { text: full, chunkSize: 3, delayMs: 6 };
       if (user.includes("cancel me")) return { text: longText(3000), chunkSize: 2, delayMs: 10 };
       if (user.includes("meanwhile")) return { text: quick, chunkSize: 4, delayMs: 5 };
       return { text: after, chunkSize: 4, delayMs: 5 };
     });
-    inst = await spawnInstance(db, llm.url);
-    const a = inst;
+    const a = await fx.spawn();
     const c = new Client(a.baseUrl);
     await c.userId();
 
-    const before = await listenBackends(db.pool, db.name);
+    const before = await listenBackends(fx.db.pool, fx.db.name);
     const listener = before.filter((b) => b.application_name === "esa-agents-listen");
     expect(listener, JSON.stringify(before)).toHaveLength(1);
     // graphile-worker's own LISTEN (new jobs) is on a pooled connection of the server: killed too.
@@ -83,11 +72,11 @@ describe("the LISTEN connection killed", () => {
 
     // Kill every LISTEN backend of the server, and keep the listener's out.
     await refuseListenerLogins(true);
-    const killed = await db.pool.query<{ ok: boolean }>("select pg_terminate_backend(pid) as ok from unnest($1::int[]) as pid", [before.map((b) => b.pid)]);
+    const killed = await fx.db.pool.query<{ ok: boolean }>("select pg_terminate_backend(pid) as ok from unnest($1::int[]) as pid", [before.map((b) => b.pid)]);
     expect(killed.rows.every((r) => r.ok)).toBe(true);
     await a.proc.waitForLog((l) => l.msg === "LISTEN connection failed", 5000);
     await a.proc.waitForLog((l) => l.msg === "LISTEN connection could not be made; retrying", 5000);
-    expect((await listenBackends(db.pool, db.name)).filter((b) => b.application_name === "esa-agents-listen")).toEqual([]);
+    expect((await listenBackends(fx.db.pool, fx.db.name)).filter((b) => b.application_name === "esa-agents-listen")).toEqual([]);
 
     // Polling catches up: every event of the run reaches the socket, the terminal one included.
     await ws.finished(runId, 30_000);
@@ -95,9 +84,9 @@ describe("the LISTEN connection killed", () => {
     assertContiguous(seen);
     expect(seen.at(-1)?.event).toBe("done");
     expect(textOf(seen)).toBe(full);
-    expect(await assistantText(db, runId)).toBe(full);
+    expect(await assistantText(fx.db, runId)).toBe(full);
     // The listener is still refused: that was not LISTEN.
-    expect((await listenBackends(db.pool, db.name)).filter((b) => b.application_name === "esa-agents-listen")).toEqual([]);
+    expect((await listenBackends(fx.db.pool, fx.db.name)).filter((b) => b.application_name === "esa-agents-listen")).toEqual([]);
 
     // Nothing stranded: a run posted now is taken, run and streamed...
     const during = await ask(c, "posted meanwhile", "assistant");
@@ -116,13 +105,13 @@ describe("the LISTEN connection killed", () => {
     await ws.finished(victim, 15_000);
     expect(ws.events(victim).at(-1)?.event).toBe("cancelled");
     expect(await runStatus(victim)).toBe("cancelled");
-    expect(await assistantText(db, victim)).toBeUndefined();
-    expect((await listenBackends(db.pool, db.name)).filter((b) => b.application_name === "esa-agents-listen")).toEqual([]);
+    expect(await assistantText(fx.db, victim)).toBeUndefined();
+    expect((await listenBackends(fx.db.pool, fx.db.name)).filter((b) => b.application_name === "esa-agents-listen")).toEqual([]);
 
     // Let it back in: the listener reconnects on a new backend.
     await refuseListenerLogins(false);
     await waitUntil(
-      async () => (await listenBackends(db.pool, db.name)).some((b) => b.application_name === "esa-agents-listen" && !before.some((o) => o.pid === b.pid)),
+      async () => (await listenBackends(fx.db.pool, fx.db.name)).some((b) => b.application_name === "esa-agents-listen" && !before.some((o) => o.pid === b.pid)),
       15_000,
       "a new LISTEN backend",
     );

@@ -8,41 +8,27 @@
  * started_at..finished_at, stamped by the database, never overlap more than
  * 10 deep), while 10 were reached.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { startFakeLlm, type FakeLlm } from "./helpers/fakeLlm.js";
+import { describe, it, expect } from "vitest";
 import { Client } from "./helpers/dataApi.js";
-import { spawnInstance, type Instance } from "./helpers/ws.js";
+import { useServerFixture } from "./helpers/failures.js";
 import { waitFor } from "./helpers/queue.js";
 
 const RUNS = 100;
 const CLIENTS = 10;
 
-let db: TestDatabase;
-let llm: FakeLlm;
-let inst: Instance | undefined;
-
-beforeAll(async () => {
-  [db, llm] = await Promise.all([createTestDatabase({ migrate: true }), startFakeLlm({ apiKey: "sk-realtime-test" })]);
-});
-afterAll(async () => {
-  await inst?.proc.stop();
-  await llm?.close();
-  await db?.drop();
-});
+const fx = useServerFixture();
 
 /** The answer the fake LLM streams for message `n`. */
 const answerFor = (user: string) => `Answer to «${user}»: ${"tokens ".repeat(20)}done.`;
 
 describe("100 runs at concurrency 10", () => {
   it("all 100 succeed once, each with one answer equal to the stream, never more than 10 running at once", { timeout: 180_000 }, async () => {
-    llm.setDefault((body) => {
+    fx.llm.setDefault((body) => {
       const user = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
       // About half a second of streaming per run.
       return { text: answerFor(user), chunkSize: 4, delayMs: 12 };
     });
-    inst = await spawnInstance(db, llm.url, { MAX_CONCURRENT_JOBS: "10", OPENAI_RATE_LIMIT_MAX: "10000" });
-    const a = inst;
+    const a = await fx.spawn({ MAX_CONCURRENT_JOBS: "10", OPENAI_RATE_LIMIT_MAX: "10000" });
 
     const posted: { runId: string; content: string }[] = [];
     const statuses: number[] = [];
@@ -67,7 +53,7 @@ describe("100 runs at concurrency 10", () => {
     const rows = await waitFor(
       "all 100 runs to finish",
       async () => {
-        const r = await db.pool.query<{ id: string; status: string; attempt: number; failures: number; started_at: Date; finished_at: Date }>(
+        const r = await fx.db.pool.query<{ id: string; status: string; attempt: number; failures: number; started_at: Date; finished_at: Date }>(
           "select id, status, attempt, failures, started_at, finished_at from runs where id = any($1::uuid[])",
           [runIds],
         );
@@ -91,14 +77,14 @@ describe("100 runs at concurrency 10", () => {
     expect(deepest).toBe(10);
 
     // Exactly one answer per run, the provider's text.
-    const answers = await db.pool.query<{ run_id: string; content: string }>("select run_id, content from messages where role = 'assistant' and run_id = any($1::uuid[])", [runIds]);
+    const answers = await fx.db.pool.query<{ run_id: string; content: string }>("select run_id, content from messages where role = 'assistant' and run_id = any($1::uuid[])", [runIds]);
     expect(answers.rows).toHaveLength(RUNS);
     const byRun = new Map(answers.rows.map((m) => [m.run_id, m.content]));
     for (const p of posted) expect(byRun.get(p.runId), p.content).toBe(answerFor(p.content));
-    expect(llm.requests).toHaveLength(RUNS);
+    expect(fx.llm.requests).toHaveLength(RUNS);
 
     // Every log gapless, ending in done.
-    const logs = await db.pool.query<{ run_id: string; seqs: number[]; last: string }>(
+    const logs = await fx.db.pool.query<{ run_id: string; seqs: number[]; last: string }>(
       "select run_id, array_agg(seq order by seq) as seqs, (array_agg(type order by seq desc))[1] as last from run_events where run_id = any($1::uuid[]) group by run_id",
       [runIds],
     );
@@ -108,7 +94,7 @@ describe("100 runs at concurrency 10", () => {
       expect(l.last).toBe("done");
     }
     // Nothing left in the queue, and the process took no harm.
-    await waitFor("no jobs left", async () => (await db.pool.query<{ n: number }>("select count(*)::int as n from graphile_worker.jobs")).rows[0]?.n === 0);
+    await waitFor("no jobs left", async () => (await fx.db.pool.query<{ n: number }>("select count(*)::int as n from graphile_worker.jobs")).rows[0]?.n === 0);
     expect(a.proc.logs.filter((l) => Number(l.level) >= 50)).toEqual([]);
   });
 });

@@ -5,34 +5,25 @@
  * SIGTERMs" (the second exits 1 at once; process-lifecycle.test.ts covers
  * SIGTERM then SIGINT). Only processes spawned here are signalled, by PID.
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from "vitest";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { startFakeLlm, type FakeLlm } from "./helpers/fakeLlm.js";
+import { describe, it, expect, afterEach } from "vitest";
 import { Client } from "./helpers/dataApi.js";
 import { spawnServer, type ServerProcess } from "./helpers/spawnServer.js";
 import { scriptByContent, slowReply, tail } from "./helpers/cluster.js";
 import { WsClient, ask, assertContiguous, assistantText, spawnInstance, textOf, type Instance } from "./helpers/ws.js";
+import { useServerFixture } from "./helpers/failures.js";
 import { sleep } from "./fixtures/process.js";
 import type { EventFrame } from "../shared/realtime.js";
 
-let db: TestDatabase;
-let llm: FakeLlm;
+const fx = useServerFixture();
 const procs: ServerProcess[] = [];
 
-beforeAll(async () => {
-  [db, llm] = await Promise.all([createTestDatabase({ migrate: true }), startFakeLlm({ apiKey: "sk-realtime-test" })]);
-});
 afterEach(async () => {
   await Promise.all(procs.splice(0).map((p) => p.stop()));
-});
-afterAll(async () => {
-  await llm?.close();
-  await db?.drop();
 });
 
 describe("SIGTERM with 20 streaming sockets", () => {
   it("closes all 20 with 1012 before exiting 0; each resumes on the other instance with every event once and the stored text", async () => {
-    const script = scriptByContent(llm);
+    const script = scriptByContent(fx.llm);
     const RUNS = 10;
     const SOCKETS = 20;
     const contents = Array.from({ length: RUNS }, (_, i) => `long story number ${i}`);
@@ -40,7 +31,7 @@ describe("SIGTERM with 20 streaming sockets", () => {
     // The first attempt (on A) is far too long to finish by A's deadline; the retry (on B) is quick.
     contents.forEach((content, i) => script.plan(content, slowReply(30, `s${i}`), { text: answers[i], chunkSize: 3, delayMs: 2 }));
 
-    const a: Instance = await spawnInstance(db, llm.url, { SHUTDOWN_DELAY_MS: "300", SHUTDOWN_TIMEOUT_MS: "4000" });
+    const a: Instance = await spawnInstance(fx.db, fx.llm.url, { SHUTDOWN_DELAY_MS: "300", SHUTDOWN_TIMEOUT_MS: "4000" });
     procs.push(a.proc);
     const c = new Client(a.baseUrl);
     await c.userId();
@@ -53,9 +44,9 @@ describe("SIGTERM with 20 streaming sockets", () => {
     await Promise.all(sockets.map((ws, i) => ws.waitFor((f) => f.type === "event" && f.runId === runIds[i % RUNS] && f.event === "text.delta", 30_000)));
 
     // B joins only now, so every run is certainly A's.
-    const b = await spawnInstance(db, llm.url);
+    const b = await spawnInstance(fx.db, fx.llm.url);
     procs.push(b.proc);
-    const owners = await db.pool.query<{ instance_id: string }>("select instance_id from runs where id = any($1::uuid[])", [runIds]);
+    const owners = await fx.db.pool.query<{ instance_id: string }>("select instance_id from runs where id = any($1::uuid[])", [runIds]);
     expect(owners.rows.map((r) => r.instance_id.includes(`-${a.proc.pid}-`))).toEqual(runIds.map(() => true));
 
     let exitedAt = Infinity;
@@ -87,16 +78,16 @@ describe("SIGTERM with 20 streaming sockets", () => {
       expect(all.at(-1)?.event).toBe("done");
       expect(all.find((e) => e.event === "reset")?.data).toEqual({ attempt: 2 });
       expect(textOf(all)).toBe(answers[i % RUNS]);
-      expect(await assistantText(db, runId)).toBe(answers[i % RUNS]);
+      expect(await assistantText(fx.db, runId)).toBe(answers[i % RUNS]);
     }
-    const answered = await db.pool.query<{ n: number }>("select count(*)::int as n from messages where role = 'assistant' and run_id = any($1::uuid[])", [runIds]);
+    const answered = await fx.db.pool.query<{ n: number }>("select count(*)::int as n from messages where role = 'assistant' and run_id = any($1::uuid[])", [runIds]);
     expect(answered.rows[0]?.n).toBe(RUNS);
   });
 });
 
 describe("two SIGTERMs", () => {
   it("the second SIGTERM exits 1 at once, during the shutdown delay", async () => {
-    const srv = await spawnServer({ env: { DATABASE_URL: db.url, SHUTDOWN_DELAY_MS: "5000" } });
+    const srv = await spawnServer({ env: { DATABASE_URL: fx.db.url, SHUTDOWN_DELAY_MS: "5000" } });
     procs.push(srv);
     srv.kill("SIGTERM");
     await srv.waitForLog((l) => l.msg === "shutting down", 5000);

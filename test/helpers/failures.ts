@@ -1,11 +1,61 @@
 /**
  * Shared pieces of the failure-list tests (test/failures-*.test.ts): reading
  * one value off a Prometheus text page, the LISTEN backends of a database,
- * and evaluating code inside a spawned server through the Node inspector.
+ * evaluating code inside a spawned server through the Node inspector, and
+ * the database and fake LLM that the built servers of a file run on.
  */
 import WebSocket from "ws";
 import type pg from "pg";
+import { beforeAll, afterAll } from "vitest";
 import type { ServerProcess } from "./spawnServer.js";
+import { createTestDatabase, type TestDatabase } from "./db.js";
+import { startFakeLlm, type FakeLlm } from "./fakeLlm.js";
+import { spawnInstance, type Instance } from "./ws.js";
+
+/** What useServerFixture gives a test: read its fields inside tests and hooks, once its beforeAll has run. */
+export interface ServerFixture {
+  readonly db: TestDatabase;
+  /** The fake LLM, with the API key spawnInstance gives the servers. */
+  readonly llm: FakeLlm;
+  /** A built server on `db` and `llm` (spawnInstance), stopped by the fixture's afterAll. */
+  spawn(env?: Record<string, string | undefined>): Promise<Instance>;
+}
+
+/**
+ * A migrated test database and a fake LLM, opened in a beforeAll and closed
+ * in an afterAll of the calling scope, after the servers `spawn` started are
+ * stopped.
+ */
+export function useServerFixture(): ServerFixture {
+  let db: TestDatabase | undefined;
+  let llm: FakeLlm | undefined;
+  const spawned: Instance[] = [];
+  beforeAll(async () => {
+    [db, llm] = await Promise.all([createTestDatabase({ migrate: true }), startFakeLlm({ apiKey: "sk-realtime-test" })]);
+  });
+  afterAll(async () => {
+    await Promise.all(spawned.splice(0).map((i) => i.proc.stop()));
+    await llm?.close();
+    await db?.drop();
+  });
+  const opened = <T>(v: T | undefined, what: string): T => {
+    if (v === undefined) throw new Error(`useServerFixture: ${what} is read before its beforeAll has run`);
+    return v;
+  };
+  return {
+    get db() {
+      return opened(db, "db");
+    },
+    get llm() {
+      return opened(llm, "llm");
+    },
+    async spawn(env = {}) {
+      const inst = await spawnInstance(opened(db, "db"), opened(llm, "llm").url, env);
+      spawned.push(inst);
+      return inst;
+    },
+  };
+}
 
 /**
  * The value of one sample on a Prometheus text page: `name` with exactly
