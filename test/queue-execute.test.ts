@@ -5,52 +5,34 @@
  * written through, coalesced only while a write is in flight; exactly one
  * assistant message holding the streamed text.
  */
-import { describe, it, expect, beforeAll, afterAll, vi } from "vitest";
+import { describe, it, expect, vi } from "vitest";
 import { createEventWriter, MAX_DELTA_CHARS } from "../server/queue/runEvents.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { startDataApi, type DataApi } from "./helpers/dataApi.js";
 import {
   assistantMessages,
-  createScriptedAgents,
+  useQueueFixture,
   jobsOf,
   newConversation,
   postRun,
   runEvents,
   runRow,
   scriptOf,
-  startTestQueue,
   waitFor,
   waitForNoJob,
   waitForStatus,
   type EventRow,
-  type TestQueue,
 } from "./helpers/queue.js";
 
-let db: TestDatabase;
-let api: DataApi;
-let q: TestQueue;
-const agents = createScriptedAgents();
-
-beforeAll(async () => {
-  db = await createTestDatabase({ migrate: true });
-  api = await startDataApi(db);
-  q = await startTestQueue(db, agents.orchestrator, { listener: true, env: { RETRY_ATTEMPTS: "2" } });
-});
-afterAll(async () => {
-  await q?.stop();
-  await api?.close();
-  await db?.drop();
-});
+const fx = useQueueFixture({ queue: { listener: true, env: { RETRY_ATTEMPTS: "2" } } });
 
 /** seq is 1..n without gaps and runs.last_seq is n. */
 async function expectGaplessSeq(runId: string, events: EventRow[]) {
   expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
-  expect((await runRow(db, runId)).last_seq).toBe(events.length);
+  expect((await runRow(fx.db, runId)).last_seq).toBe(events.length);
 }
 
 describe("execute (point 2)", () => {
   it("runs queued → running → succeeded, storing every event and one assistant message", async () => {
-    const client = api.client();
+    const client = fx.api.client();
     const conv = await newConversation(client);
     const deltas = Array.from({ length: 30 }, (_, i) => `tok${i} `);
     const posted = await postRun(client, conv, scriptOf({ gate: "exec", text: deltas, delayMs: 5, usage: { promptTokens: 12, completionTokens: 34 } }));
@@ -58,19 +40,19 @@ describe("execute (point 2)", () => {
     const { runId } = posted;
 
     // Running, held at the gate (after routing): the run is claimed for this instance's first attempt.
-    await waitFor("the route event", async () => (await runEvents(db, runId)).some((e) => e.type === "route"));
-    const running = await runRow(db, runId);
-    expect(running).toMatchObject({ status: "running", attempt: 1, failures: 0, instance_id: q.instanceId, agent: "scripted" });
+    await waitFor("the route event", async () => (await runEvents(fx.db, runId)).some((e) => e.type === "route"));
+    const running = await runRow(fx.db, runId);
+    expect(running).toMatchObject({ status: "running", attempt: 1, failures: 0, instance_id: fx.q.instanceId, agent: "scripted" });
     expect(running.started_at).toBeInstanceOf(Date);
     expect((await client.get(`/api/runs/${runId}`)).body.status).toBe("running");
 
-    agents.open("exec");
-    const done = await waitForStatus(db, runId, ["succeeded", "failed", "cancelled"]);
+    fx.agents.open("exec");
+    const done = await waitForStatus(fx.db, runId, ["succeeded", "failed", "cancelled"]);
     expect(done).toMatchObject({
       status: "succeeded",
       attempt: 1,
       failures: 0,
-      instance_id: q.instanceId,
+      instance_id: fx.q.instanceId,
       agent: "scripted",
       route_reason: "scripted by the test",
       prompt_tokens: 12,
@@ -81,7 +63,7 @@ describe("execute (point 2)", () => {
     const dto = (await client.get(`/api/runs/${runId}`)).body;
     expect(dto).toMatchObject({ status: "succeeded", attempt: 1, failures: 0, agent: "scripted", error: null, usage: { promptTokens: 12, completionTokens: 34 } });
 
-    const events = await runEvents(db, runId);
+    const events = await runEvents(fx.db, runId);
     await expectGaplessSeq(runId, events);
     expect(events.every((e) => e.attempt === 1)).toBe(true);
     expect(events[0]).toMatchObject({ type: "status", data: { status: "running", attempt: 1, of: 3 } });
@@ -94,7 +76,7 @@ describe("execute (point 2)", () => {
     expect(events.map((e) => e.type)).toEqual(["status", "route", ...texts.map(() => "text.delta"), "usage", "done"]);
     expect(events.at(-2)?.data).toEqual({ promptTokens: 12, completionTokens: 34 });
 
-    const answers = await assistantMessages(db, runId);
+    const answers = await assistantMessages(fx.db, runId);
     expect(answers).toEqual([{ id: expect.any(String), content: deltas.join(""), agent: "scripted" }]);
     expect(events.at(-1)?.data).toEqual({ messageId: answers[0]?.id });
     const page = (await client.get(`/api/conversations/${conv}/messages`)).body;
@@ -103,12 +85,12 @@ describe("execute (point 2)", () => {
       ["assistant", runId],
     ]);
     // The job is done with.
-    await waitForNoJob(db, runId);
-    expect(agents.callsFor(runId)).toHaveLength(1);
+    await waitForNoJob(fx.db, runId);
+    expect(fx.agents.callsFor(runId)).toHaveLength(1);
   });
 
   it("runs streaming side by side each get their own gapless seq and one answer", async () => {
-    const client = api.client();
+    const client = fx.api.client();
     const conv = await newConversation(client);
     const runIds: string[] = [];
     for (let i = 0; i < 6; i++) {
@@ -116,32 +98,32 @@ describe("execute (point 2)", () => {
       runIds.push((await postRun(client, conv, scriptOf({ text, delayMs: 15 }))).runId);
     }
     for (const runId of runIds) {
-      expect((await waitForStatus(db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
-      const events = await runEvents(db, runId);
+      expect((await waitForStatus(fx.db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
+      const events = await runEvents(fx.db, runId);
       await expectGaplessSeq(runId, events);
       const i = runIds.indexOf(runId);
       const expected = Array.from({ length: 8 }, (_, k) => `r${i}-${k};`).join("");
       expect(events.filter((e) => e.type === "text.delta").map((e) => e.data.text as string).join("")).toBe(expected);
-      expect((await assistantMessages(db, runId)).map((m) => m.content)).toEqual([expected]);
+      expect((await assistantMessages(fx.db, runId)).map((m) => m.content)).toEqual([expected]);
       // No usage reported: none stored.
-      expect(await runRow(db, runId)).toMatchObject({ prompt_tokens: null, completion_tokens: null });
+      expect(await runRow(fx.db, runId)).toMatchObject({ prompt_tokens: null, completion_tokens: null });
     }
   });
 
   it("an attempt that another attempt has taken over from (recovered elsewhere) writes no answer", async () => {
-    const client = api.client();
+    const client = fx.api.client();
     const conv = await newConversation(client);
     const { runId } = await postRun(client, conv, scriptOf({ gate: "superseded", text: ["stale answer"] }));
-    await waitFor("the route event", async () => (await runEvents(db, runId)).some((e) => e.type === "route"));
+    await waitFor("the route event", async () => (await runEvents(fx.db, runId)).some((e) => e.type === "route"));
     // What recovery and a second instance's claim leave behind: the run belongs to attempt 2 now.
-    await db.pool.query("update runs set attempt = 2, instance_id = 'elsewhere' where id = $1", [runId]);
-    agents.open("superseded");
-    await waitFor("the first attempt to end", () => agents.callsFor(runId)[0]?.endedAt !== undefined);
-    await waitFor("the job to be done with", async () => (await jobsOf(db, runId)).length === 0);
-    expect(await runRow(db, runId)).toMatchObject({ status: "running", attempt: 2, instance_id: "elsewhere" });
-    expect(await assistantMessages(db, runId)).toEqual([]);
-    expect((await runEvents(db, runId)).map((e) => e.type)).not.toContain("done");
-    await db.pool.query("update runs set status = 'cancelled' where id = $1", [runId]);
+    await fx.db.pool.query("update runs set attempt = 2, instance_id = 'elsewhere' where id = $1", [runId]);
+    fx.agents.open("superseded");
+    await waitFor("the first attempt to end", () => fx.agents.callsFor(runId)[0]?.endedAt !== undefined);
+    await waitFor("the job to be done with", async () => (await jobsOf(fx.db, runId)).length === 0);
+    expect(await runRow(fx.db, runId)).toMatchObject({ status: "running", attempt: 2, instance_id: "elsewhere" });
+    expect(await assistantMessages(fx.db, runId)).toEqual([]);
+    expect((await runEvents(fx.db, runId)).map((e) => e.type)).not.toContain("done");
+    await fx.db.pool.query("update runs set status = 'cancelled' where id = $1", [runId]);
   });
 });
 
@@ -158,23 +140,23 @@ describe("event writer: write-through with coalescing", () => {
 
   /** A run the queue is done with (failed at once), and its last seq. */
   async function finishedRun(): Promise<{ runId: string; lastSeq: number }> {
-    const client = api.client();
+    const client = fx.api.client();
     const conv = await newConversation(client);
     const { runId } = await postRun(client, conv, scriptOf({ fail: { code: "bad_input", message: "no", retryable: false } }));
-    await waitForStatus(db, runId, ["failed"]);
-    await waitForNoJob(db, runId);
-    return { runId, lastSeq: (await runRow(db, runId)).last_seq };
+    await waitForStatus(fx.db, runId, ["failed"]);
+    await waitForNoJob(fx.db, runId);
+    return { runId, lastSeq: (await runRow(fx.db, runId)).last_seq };
   }
 
   it("stores a delta without waiting for a timer or a flush when no write is in flight", async () => {
     const { runId, lastSeq } = await finishedRun();
-    const writer = createEventWriter(db.pool, runId, 1);
+    const writer = createEventWriter(fx.db.pool, runId, 1);
     // With timers frozen, a delta held for a batch window would never be written.
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
     try {
       writer.delta("at once");
       let stored: EventRow[] = [];
-      for (let i = 0; i < 2000 && stored.length === 0; i++) stored = (await runEvents(db, runId)).filter((e) => e.seq > lastSeq);
+      for (let i = 0; i < 2000 && stored.length === 0; i++) stored = (await runEvents(fx.db, runId)).filter((e) => e.seq > lastSeq);
       expect(stored).toEqual([{ seq: lastSeq + 1, attempt: 1, type: "text.delta", data: { text: "at once" } }]);
     } finally {
       vi.useRealTimers();
@@ -184,14 +166,14 @@ describe("event writer: write-through with coalescing", () => {
 
   it("with a write held slow, coalesces what comes meanwhile into one next write: few rows, order and text kept, one write in flight", async () => {
     const { runId, lastSeq } = await finishedRun();
-    const writer = createEventWriter(db.pool, runId, 1);
-    const lock = await db.pool.connect();
+    const writer = createEventWriter(fx.db.pool, runId, 1);
+    const lock = await fx.db.pool.connect();
     try {
       await lock.query("begin");
       await lock.query("select 1 from runs where id = $1 for update", [runId]);
       writer.delta("first ");
       // The first delta's write is issued at once and waits on the lock.
-      await waitFor("the first write to wait on the lock", async () => (await db.pool.query(APPEND_WAITING)).rows[0].n === 1);
+      await waitFor("the first write to wait on the lock", async () => (await fx.db.pool.query(APPEND_WAITING)).rows[0].n === 1);
       const chunk = "x".repeat(99) + " ";
       const burst = Array.from({ length: 50 }, () => chunk);
       for (const c of burst) writer.delta(c);
@@ -199,14 +181,14 @@ describe("event writer: write-through with coalescing", () => {
       const tail = Array.from({ length: 10 }, (_, i) => `t${i} `);
       for (const c of tail) writer.delta(c);
       // Everything after the first is waiting in memory, not in a second write.
-      expect((await db.pool.query(APPEND_WAITING)).rows[0].n).toBe(1);
+      expect((await fx.db.pool.query(APPEND_WAITING)).rows[0].n).toBe(1);
       await lock.query("commit");
     } finally {
       lock.release();
     }
     await writer.flush();
 
-    const stored = (await runEvents(db, runId)).filter((e) => e.seq > lastSeq);
+    const stored = (await runEvents(fx.db, runId)).filter((e) => e.seq > lastSeq);
     expect(stored.map((e) => e.seq)).toEqual(stored.map((_, i) => lastSeq + 1 + i));
     const types = stored.map((e) => e.type);
     // "first ", the burst (5,000 characters: two events of at most MAX_DELTA_CHARS), usage, the tail in one.
@@ -217,19 +199,19 @@ describe("event writer: write-through with coalescing", () => {
     expect(Math.max(...texts.map((t) => t.length))).toBeLessThanOrEqual(MAX_DELTA_CHARS);
     expect(stored[3]?.data).toEqual({ promptTokens: 1, completionTokens: 2 });
     expect(texts[4]).toBe(Array.from({ length: 10 }, (_, i) => `t${i} `).join(""));
-    expect((await runRow(db, runId)).last_seq).toBe(lastSeq + stored.length);
+    expect((await runRow(fx.db, runId)).last_seq).toBe(lastSeq + stored.length);
   });
 
   it("hands back what is unwritten when closed, after the write in flight, and writes nothing more", async () => {
     const { runId, lastSeq } = await finishedRun();
-    const writer = createEventWriter(db.pool, runId, 1);
-    const lock = await db.pool.connect();
+    const writer = createEventWriter(fx.db.pool, runId, 1);
+    const lock = await fx.db.pool.connect();
     let closing: ReturnType<typeof writer.close>;
     try {
       await lock.query("begin");
       await lock.query("select 1 from runs where id = $1 for update", [runId]);
       writer.delta("written ");
-      await waitFor("the first write to wait on the lock", async () => (await db.pool.query(APPEND_WAITING)).rows[0].n === 1);
+      await waitFor("the first write to wait on the lock", async () => (await fx.db.pool.query(APPEND_WAITING)).rows[0].n === 1);
       writer.delta("left ");
       writer.delta("over");
       closing = writer.close();
@@ -240,7 +222,7 @@ describe("event writer: write-through with coalescing", () => {
     expect(await closing).toEqual({ events: [{ type: "text.delta", data: { text: "left over" } }], route: null });
     writer.delta("after close");
     await writer.flush();
-    const stored = (await runEvents(db, runId)).filter((e) => e.seq > lastSeq);
+    const stored = (await runEvents(fx.db, runId)).filter((e) => e.seq > lastSeq);
     expect(stored.map((e) => e.data.text)).toEqual(["written "]);
   });
 });

@@ -16,20 +16,16 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import pg from "pg";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { startDataApi, type DataApi } from "./helpers/dataApi.js";
 import {
   assistantMessages,
-  createScriptedAgents,
+  useQueueFixture,
   newConversation,
   postRun,
   runEvents,
   runRow,
   scriptOf,
-  startTestQueue,
   waitForNoJob,
   waitForStatus,
-  type TestQueue,
 } from "./helpers/queue.js";
 
 /** application_name of startTestQueue's pools. */
@@ -49,10 +45,7 @@ type QueryFn = (...args: unknown[]) => unknown;
 const proto = pg.Client.prototype as unknown as { query: QueryFn; connectionParameters?: { application_name?: string } };
 const original = proto.query;
 
-let db: TestDatabase;
-let api: DataApi;
-let q: TestQueue;
-const agents = createScriptedAgents();
+const fx = useQueueFixture({ queue: { listener: true } });
 
 beforeAll(async () => {
   proto.query = function (this: { connectionParameters?: { application_name?: string } }, ...args: unknown[]) {
@@ -63,29 +56,23 @@ beforeAll(async () => {
     }
     return original.apply(this, args);
   };
-  db = await createTestDatabase({ migrate: true });
-  api = await startDataApi(db);
-  q = await startTestQueue(db, agents.orchestrator, { listener: true });
 });
 afterAll(async () => {
   proto.query = original;
-  await q?.stop();
-  await api?.close();
-  await db?.drop();
 });
 
 const RUNS = 10;
 
 describe("database round trips per run", () => {
   it("a run that routes, streams and reports usage at once takes 2 app statements", async () => {
-    const client = api.client();
+    const client = fx.api.client();
     const conv = await newConversation(client);
     const text = Array.from({ length: 20 }, (_, i) => `w${i} `);
     const script = scriptOf({ text, usage: { promptTokens: 3, completionTokens: 20 } });
     // Warm-up: graphile-worker's first fetch and the pools' connections.
     const warm = await postRun(client, conv, script);
-    await waitForStatus(db, warm.runId, ["succeeded"]);
-    await waitForNoJob(db, warm.runId);
+    await waitForStatus(fx.db, warm.runId, ["succeeded"]);
+    await waitForNoJob(fx.db, warm.runId);
 
     seen.length = 0;
     recording = true;
@@ -93,8 +80,8 @@ describe("database round trips per run", () => {
     for (let i = 0; i < RUNS; i++) {
       const { runId } = await postRun(client, conv, script);
       ids.push(runId);
-      expect((await waitForStatus(db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
-      await waitForNoJob(db, runId);
+      expect((await waitForStatus(fx.db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
+      await waitForNoJob(fx.db, runId);
     }
     recording = false;
 
@@ -112,15 +99,15 @@ describe("database round trips per run", () => {
 
     // What the merged statements must still deliver.
     for (const runId of ids) {
-      const events = await runEvents(db, runId);
+      const events = await runEvents(fx.db, runId);
       expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
       const types = events.map((e) => e.type);
       expect(types[0]).toBe("status");
       expect(types[1]).toBe("route");
-      expect(await runRow(db, runId)).toMatchObject({ agent: "scripted", route_reason: "scripted by the test", prompt_tokens: 3, completion_tokens: 20 });
+      expect(await runRow(fx.db, runId)).toMatchObject({ agent: "scripted", route_reason: "scripted by the test", prompt_tokens: 3, completion_tokens: 20 });
       expect(types.slice(-2)).toEqual(["usage", "done"]);
       expect(events.filter((e) => e.type === "text.delta").map((e) => e.data.text as string).join("")).toBe(text.join(""));
-      const answers = await assistantMessages(db, runId);
+      const answers = await assistantMessages(fx.db, runId);
       expect(answers.map((a) => a.content)).toEqual([text.join("")]);
       expect(events.at(-1)?.data).toEqual({ messageId: answers[0]?.id });
     }

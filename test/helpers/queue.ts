@@ -3,9 +3,12 @@
  * database with a scripted Orchestrator. A message's content is its script
  * (JSON), so a run's behaviour is fixed before its id is known; the
  * orchestrator records every call (attempt, start, abort, end) and how many
- * ran at once.
+ * ran at once. useQueueFixture opens the usual set (database, data API, a
+ * user's conversation, optionally a queue) for a test file; useOnce is the
+ * before/after hook pair under it and the other helpers' fixtures.
  */
 import { randomBytes } from "node:crypto";
+import { beforeAll, afterAll } from "vitest";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
 import { createMetrics, type Metrics } from "../../server/ops/metrics.js";
 import { createPool, type Pool } from "../../server/db/pool.js";
@@ -13,8 +16,8 @@ import { createListener, type Listener } from "../../server/db/listener.js";
 import { startAgentQueue, type AgentQueue } from "../../server/queue/index.js";
 import type { QueueStats } from "../../server/queue/stats.js";
 import { AgentError, type Orchestrator, type RoutedEvent } from "../../server/agents/types.js";
-import type { Client } from "./dataApi.js";
-import type { TestDatabase } from "./db.js";
+import { startDataApi, type Client, type DataApi } from "./dataApi.js";
+import { createTestDatabase, type TestDatabase } from "./db.js";
 import { createCapturedLogger } from "./logs.js";
 
 /** What the scripted agent does in one attempt, in this order. */
@@ -222,6 +225,88 @@ export async function startTestQueue(db: TestDatabase, orchestrator: Orchestrato
         await pool.end();
         await workerPool.end();
       })()),
+  };
+}
+
+/** Registers a release, run in the afterAll last-in-first-out. */
+export type Release = (fn: () => Promise<void>) => void;
+
+/**
+ * What a test file opens once: `open` runs in a beforeAll of the calling
+ * scope (the file, or the describe it is called in) and registers a release
+ * next to each thing it acquires; the afterAll runs them last-in-first-out,
+ * so what was acquired before a failure is released too. The returned
+ * function gives what `open` made; it throws when called before that
+ * beforeAll has run (or when `open` failed).
+ */
+export function useOnce<T>(open: (release: Release) => Promise<T>): () => T {
+  let opened: { value: T } | undefined;
+  const releases: (() => Promise<void>)[] = [];
+  beforeAll(async () => {
+    opened = { value: await open((fn) => releases.push(fn)) };
+  });
+  afterAll(async () => {
+    for (const fn of releases.splice(0).reverse()) await fn();
+  });
+  return () => {
+    if (!opened) throw new Error("useOnce: read before its beforeAll has run");
+    return opened.value;
+  };
+}
+
+export interface QueueFixture {
+  readonly db: TestDatabase;
+  readonly api: DataApi;
+  /** The orchestrator's scripted agents (the queue's, and those of queues a test starts on fx.agents.orchestrator). */
+  readonly agents: ScriptedAgents;
+  /** A client of `api` (a user) and a conversation of its. */
+  readonly client: Client;
+  readonly conv: string;
+  /** The queue started on the agents with `opts.queue`; throws when the fixture has none. */
+  readonly q: TestQueue;
+}
+
+/**
+ * A migrated test database, the data API on it, a user's conversation and,
+ * with `queue`, a queue running the scripted agents: opened in a beforeAll and
+ * closed (queue, API, database) in an afterAll of the calling scope.
+ */
+export function useQueueFixture(opts: { queue?: TestQueueOptions } = {}): QueueFixture {
+  const agents = createScriptedAgents();
+  const get = useOnce(async (release) => {
+    const db = await createTestDatabase({ migrate: true });
+    release(() => db.drop());
+    const api = await startDataApi(db);
+    release(() => api.close());
+    const client = api.client();
+    const conv = await newConversation(client);
+    let q: TestQueue | undefined;
+    if (opts.queue) {
+      const started = await startTestQueue(db, agents.orchestrator, opts.queue);
+      release(() => started.stop());
+      q = started;
+    }
+    return { db, api, client, conv, q };
+  });
+  return {
+    get db() {
+      return get().db;
+    },
+    get api() {
+      return get().api;
+    },
+    agents,
+    get client() {
+      return get().client;
+    },
+    get conv() {
+      return get().conv;
+    },
+    get q() {
+      const { q } = get();
+      if (!q) throw new Error("useQueueFixture: no queue (opts.queue)");
+      return q;
+    },
   };
 }
 
