@@ -12,7 +12,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { Task } from "@a2a-js/sdk";
-import { beforeAll, afterAll } from "vitest";
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory, type Client } from "@a2a-js/sdk/client";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
 import { createMetrics } from "../../server/ops/metrics.js";
@@ -27,7 +26,7 @@ import { unlimitedBudget } from "../../server/agents/budget.js";
 import type { Orchestrator } from "../../server/agents/types.js";
 import { createA2aRouter } from "../../server/a2a/router.js";
 import { TEST_JWT_SECRET, TEST_SESSION_SECRET } from "./dataApi.js";
-import { createScriptedAgents, scriptOf, startTestQueue, waitForStatus, type ScriptedAgents, type TestQueue } from "./queue.js";
+import { createScriptedAgents, scriptOf, startTestQueue, useOnce, waitForStatus, type ScriptedAgents, type TestQueue } from "./queue.js";
 import { createCapturedLogger } from "./logs.js";
 import { createTestDatabase, type TestDatabase } from "./db.js";
 
@@ -129,27 +128,20 @@ export interface A2aFixture {
  */
 export function useA2aStack(opts: { env?: Env; orchestrator?: () => Orchestrator } = {}): A2aFixture {
   const agents = createScriptedAgents();
-  let db: TestDatabase | undefined;
-  let stack: A2aStack | undefined;
-  beforeAll(async () => {
-    db = await createTestDatabase({ migrate: true });
-    stack = await startA2aStack(db, opts.orchestrator?.() ?? agents.orchestrator, { env: opts.env });
+  const get = useOnce(async (release) => {
+    const db = await createTestDatabase({ migrate: true });
+    release(() => db.drop());
+    const stack = await startA2aStack(db, opts.orchestrator?.() ?? agents.orchestrator, { env: opts.env });
+    release(() => stack.close());
+    return { db, stack };
   });
-  afterAll(async () => {
-    await stack?.close();
-    await db?.drop();
-  });
-  const opened = <T>(v: T | undefined, what: string): T => {
-    if (v === undefined) throw new Error(`useA2aStack: ${what} is read before its beforeAll has run`);
-    return v;
-  };
   return {
     get db() {
-      return opened(db, "db");
+      return get().db;
     },
     agents,
     get stack() {
-      return opened(stack, "stack");
+      return get().stack;
     },
   };
 }

@@ -6,11 +6,11 @@
  */
 import WebSocket from "ws";
 import type pg from "pg";
-import { beforeAll, afterAll } from "vitest";
 import type { ServerProcess } from "./spawnServer.js";
 import { createTestDatabase, type TestDatabase } from "./db.js";
 import { startFakeLlm, type FakeLlm } from "./fakeLlm.js";
 import { spawnInstance, type Instance } from "./ws.js";
+import { useOnce } from "./queue.js";
 
 /** What useServerFixture gives a test: read its fields inside tests and hooks, once its beforeAll has run. */
 export interface ServerFixture {
@@ -27,30 +27,26 @@ export interface ServerFixture {
  * stopped.
  */
 export function useServerFixture(): ServerFixture {
-  let db: TestDatabase | undefined;
-  let llm: FakeLlm | undefined;
-  const spawned: Instance[] = [];
-  beforeAll(async () => {
-    [db, llm] = await Promise.all([createTestDatabase({ migrate: true }), startFakeLlm({ apiKey: "sk-realtime-test" })]);
+  const get = useOnce(async (release) => {
+    const [db, llm] = await Promise.all([createTestDatabase({ migrate: true }), startFakeLlm({ apiKey: "sk-realtime-test" })]);
+    release(() => db.drop());
+    release(() => llm.close());
+    const spawned: Instance[] = [];
+    release(async () => {
+      await Promise.all(spawned.map((i) => i.proc.stop()));
+    });
+    return { db, llm, spawned };
   });
-  afterAll(async () => {
-    await Promise.all(spawned.splice(0).map((i) => i.proc.stop()));
-    await llm?.close();
-    await db?.drop();
-  });
-  const opened = <T>(v: T | undefined, what: string): T => {
-    if (v === undefined) throw new Error(`useServerFixture: ${what} is read before its beforeAll has run`);
-    return v;
-  };
   return {
     get db() {
-      return opened(db, "db");
+      return get().db;
     },
     get llm() {
-      return opened(llm, "llm");
+      return get().llm;
     },
     async spawn(env = {}) {
-      const inst = await spawnInstance(opened(db, "db"), opened(llm, "llm").url, env);
+      const { db, llm, spawned } = get();
+      const inst = await spawnInstance(db, llm.url, env);
       spawned.push(inst);
       return inst;
     },
