@@ -9,13 +9,13 @@ import { describe, it, expect } from "vitest";
 import { randomUUID } from "node:crypto";
 import {
   assistantMessages,
-  useQueueFixture,
   jobsOf,
   postRun,
   runEvents,
   runRow,
   scriptOf,
   startTestQueue,
+  useQueueFixture,
   waitFor,
   waitForNoJob,
   waitForStatus,

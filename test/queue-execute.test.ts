@@ -9,13 +9,13 @@ import { describe, it, expect, vi } from "vitest";
 import { createEventWriter, MAX_DELTA_CHARS } from "../server/queue/runEvents.js";
 import {
   assistantMessages,
-  useQueueFixture,
   jobsOf,
   newConversation,
   postRun,
   runEvents,
   runRow,
   scriptOf,
+  useQueueFixture,
   waitFor,
   waitForNoJob,
   waitForStatus,

@@ -9,13 +9,13 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import {
   assistantMessages,
-  useQueueFixture,
   jobsOf,
   postRun,
   runEvents,
   runRow,
   scriptOf,
   startTestQueue,
+  useQueueFixture,
   waitFor,
   waitForNoJob,
   waitForStatus,

@@ -3,10 +3,8 @@
  * registry), and the autoscaler, fed by the queue's onStats samples,
  * recommends more instances when queued runs pass AUTOSCALE_QUEUE_DEPTH.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { startDataApi, type Client, type DataApi } from "./helpers/dataApi.js";
-import { createScriptedAgents, newConversation, postRun, scriptOf, startTestQueue, waitFor, waitForStatus, type TestQueue } from "./helpers/queue.js";
+import { describe, it, expect } from "vitest";
+import { postRun, scriptOf, useQueueFixture, waitFor, waitForStatus } from "./helpers/queue.js";
 import { createMetrics, type Metrics } from "../server/ops/metrics.js";
 import { createAutoscaler, RECOMMENDED_GAUGE, type Autoscaler } from "../server/ops/autoscale.js";
 import { loadConfig } from "../server/config.js";
@@ -23,34 +21,16 @@ const ENV = {
 };
 const FINISHED = ["succeeded", "failed", "cancelled"];
 
-let db: TestDatabase;
-let api: DataApi;
-let client: Client;
-let conv: string;
-let q: TestQueue;
-let metrics: Metrics;
-let autoscaler: Autoscaler;
-const agents = createScriptedAgents();
-
-beforeAll(async () => {
-  db = await createTestDatabase({ migrate: true });
-  api = await startDataApi(db);
-  client = api.client();
-  conv = await newConversation(client);
-  metrics = createMetrics({ defaultMetrics: false });
-  autoscaler = createAutoscaler({ config: loadConfig(ENV).autoscaling, metrics });
-  q = await startTestQueue(db, agents.orchestrator, {
+const metrics: Metrics = createMetrics({ defaultMetrics: false });
+const autoscaler: Autoscaler = createAutoscaler({ config: loadConfig(ENV).autoscaling, metrics });
+const fx = useQueueFixture({
+  queue: {
     env: ENV,
     metrics,
     statsIntervalMs: 50,
     // As services.ts feeds it, with the other signals quiet.
     onStats: (s) => autoscaler.observe({ queueDepth: s.queued, p95ResponseMs: null, cpuPercent: 0, memoryPercent: 0, liveInstances: s.liveInstances }),
-  });
-});
-afterAll(async () => {
-  await q?.stop();
-  await api?.close();
-  await db?.drop();
+  },
 });
 
 /** The value of `name` (a sample name such as `x_count` for histograms) with exactly these labels; 0 when absent. */
@@ -84,17 +64,17 @@ describe("metrics (point 9)", () => {
     expect(await value("agent_runs_queued")).toBe(0);
     expect(await value("agent_runs_running")).toBe(0);
 
-    const held = await postRun(client, conv, scriptOf({ gate: "metrics-hold", text: ["held"] }));
-    await waitFor("the held run to start", () => agents.callsFor(held.runId).length > 0);
+    const held = await postRun(fx.client, fx.conv, scriptOf({ gate: "metrics-hold", text: ["held"] }));
+    await waitFor("the held run to start", () => fx.agents.callsFor(held.runId).length > 0);
     expect(await value("agent_runs_running")).toBe(1);
     // One job at a time: these wait.
-    const waiting = [await postRun(client, conv, scriptOf({ text: ["a"] })), await postRun(client, conv, scriptOf({ text: ["b"] }))];
+    const waiting = [await postRun(fx.client, fx.conv, scriptOf({ text: ["a"] })), await postRun(fx.client, fx.conv, scriptOf({ text: ["b"] }))];
     await waitForValue("agent_runs_queued", {}, (v) => v === 2);
     await waitForValue("agent_run_oldest_queued_seconds", {}, (v) => v > 0);
     expect(await value("agent_runs_running_all")).toBe(1);
 
-    agents.open("metrics-hold");
-    for (const r of [held, ...waiting]) expect((await waitForStatus(db, r.runId, FINISHED)).status).toBe("succeeded");
+    fx.agents.open("metrics-hold");
+    for (const r of [held, ...waiting]) expect((await waitForStatus(fx.db, r.runId, FINISHED)).status).toBe("succeeded");
     await waitForValue("agent_runs_queued", {}, (v) => v === 0);
     await waitForValue("agent_run_oldest_queued_seconds", {}, (v) => v === 0);
     await waitForValue("agent_runs_running", {}, (v) => v === 0);
@@ -105,10 +85,10 @@ describe("metrics (point 9)", () => {
   it("retries and failures are counted by agent and error code", async () => {
     const retryable = { code: "provider_unavailable", message: "down", retryable: true };
     const fatal = { code: "bad_input", message: "no", retryable: false };
-    const a = await postRun(client, conv, scriptOf({ fail: retryable }));
-    const b = await postRun(client, conv, scriptOf({ fail: fatal }));
-    expect((await waitForStatus(db, a.runId, FINISHED)).status).toBe("failed");
-    expect((await waitForStatus(db, b.runId, FINISHED)).status).toBe("failed");
+    const a = await postRun(fx.client, fx.conv, scriptOf({ fail: retryable }));
+    const b = await postRun(fx.client, fx.conv, scriptOf({ fail: fatal }));
+    expect((await waitForStatus(fx.db, a.runId, FINISHED)).status).toBe("failed");
+    expect((await waitForStatus(fx.db, b.runId, FINISHED)).status).toBe("failed");
 
     await expectSettled("agent_run_retries_total", { agent: "scripted" }, 1);
     await expectSettled("agent_run_failures_total", { agent: "scripted", code: retryable.code }, 1);
@@ -118,10 +98,10 @@ describe("metrics (point 9)", () => {
   });
 
   it("a cancelled run is counted as such", async () => {
-    const r = await postRun(client, conv, scriptOf({ hang: true }));
-    await waitFor("the run to start", () => agents.callsFor(r.runId).length > 0);
-    expect((await client.post(`/api/runs/${r.runId}/cancel`)).status).toBe(200);
-    expect((await waitForStatus(db, r.runId, FINISHED)).status).toBe("cancelled");
+    const r = await postRun(fx.client, fx.conv, scriptOf({ hang: true }));
+    await waitFor("the run to start", () => fx.agents.callsFor(r.runId).length > 0);
+    expect((await fx.client.post(`/api/runs/${r.runId}/cancel`)).status).toBe(200);
+    expect((await waitForStatus(fx.db, r.runId, FINISHED)).status).toBe("cancelled");
     await expectSettled("agent_run_duration_seconds_count", { agent: "scripted", outcome: "cancelled" }, 1);
     await waitForValue("agent_runs_running", {}, (v) => v === 0);
   });
@@ -133,10 +113,10 @@ describe("autoscaler (point 9)", () => {
     await waitForValue(RECOMMENDED_GAUGE, {}, (v) => v === 1);
     expect(autoscaler.current().signals.queueDepth.over).toBe(false);
 
-    const held = await postRun(client, conv, scriptOf({ gate: "scale-hold", text: ["held"] }));
-    await waitFor("the held run to start", () => agents.callsFor(held.runId).length > 0);
+    const held = await postRun(fx.client, fx.conv, scriptOf({ gate: "scale-hold", text: ["held"] }));
+    await waitFor("the held run to start", () => fx.agents.callsFor(held.runId).length > 0);
     const waiting = [];
-    for (let i = 0; i < 4; i++) waiting.push(await postRun(client, conv, scriptOf({ text: [`w${i}`] })));
+    for (let i = 0; i < 4; i++) waiting.push(await postRun(fx.client, fx.conv, scriptOf({ text: [`w${i}`] })));
 
     const decision = await waitFor("a sample of all four queued runs", () => {
       const d = autoscaler.current();
@@ -147,8 +127,8 @@ describe("autoscaler (point 9)", () => {
     expect(decision.signals.queueDepth).toMatchObject({ value: 4, threshold: 2, over: true });
     expect(decision.reasons.join("; ")).toMatch(/queue depth 4 > 2/);
 
-    agents.open("scale-hold");
-    for (const r of [held, ...waiting]) expect((await waitForStatus(db, r.runId, FINISHED)).status).toBe("succeeded");
+    fx.agents.open("scale-hold");
+    for (const r of [held, ...waiting]) expect((await waitForStatus(fx.db, r.runId, FINISHED)).status).toBe("succeeded");
     await waitForValue(RECOMMENDED_GAUGE, {}, (v) => v === 1);
     expect(autoscaler.current().signals.queueDepth.over).toBe(false);
   });
@@ -159,17 +139,17 @@ describe("queue start", () => {
     const config = loadConfig(ENV);
     const log = createLogger(loadConfig({ ...ENV, LOG_LEVEL: "silent" }));
     const registry = createMetrics({ defaultMetrics: false });
-    const missing = new URL(db.url);
+    const missing = new URL(fx.db.url);
     missing.pathname = "/no_such_database";
     const down = createPool(config.database, missing.toString(), log, { max: 1 });
     const start = (pool: Pool) =>
-      startAgentQueue({ config, log, metrics: registry, pool, workerPool: pool, listener: null, orchestrator: agents.orchestrator, instanceId: "retry-test", graceMs: 100 });
+      startAgentQueue({ config, log, metrics: registry, pool, workerPool: pool, listener: null, orchestrator: fx.agents.orchestrator, instanceId: "retry-test", graceMs: 100 });
     try {
       await expect(start(down)).rejects.toThrow(/no_such_database/);
     } finally {
       await down.end();
     }
-    const up = createPool(config.database, db.url, log, { max: 4 });
+    const up = createPool(config.database, fx.db.url, log, { max: 4 });
     try {
       const queue = await start(up);
       expect(queue.running).toBe(true);

@@ -18,12 +18,12 @@ import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import pg from "pg";
 import {
   assistantMessages,
-  useQueueFixture,
   newConversation,
   postRun,
   runEvents,
   runRow,
   scriptOf,
+  useQueueFixture,
   waitForNoJob,
   waitForStatus,
 } from "./helpers/queue.js";

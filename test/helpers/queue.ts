@@ -267,16 +267,17 @@ export interface QueueFixture {
 }
 
 /**
- * A migrated test database, the data API on it, a user's conversation and,
- * with `queue`, a queue running the scripted agents: opened in a beforeAll and
- * closed (queue, API, database) in an afterAll of the calling scope.
+ * A migrated test database, the data API on it (with `api.env`), a user's
+ * conversation and, with `queue`, a queue running the scripted agents: opened
+ * in a beforeAll and closed (queue, API, database) in an afterAll of the
+ * calling scope.
  */
-export function useQueueFixture(opts: { queue?: TestQueueOptions } = {}): QueueFixture {
+export function useQueueFixture(opts: { api?: { env?: Env }; queue?: TestQueueOptions } = {}): QueueFixture {
   const agents = createScriptedAgents();
   const get = useOnce(async (release) => {
     const db = await createTestDatabase({ migrate: true });
     release(() => db.drop());
-    const api = await startDataApi(db);
+    const api = await startDataApi(db, opts.api);
     release(() => api.close());
     const client = api.client();
     const conv = await newConversation(client);
