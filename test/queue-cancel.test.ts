@@ -7,20 +7,7 @@
  */
 import { describe, it, expect } from "vitest";
 import { randomUUID } from "node:crypto";
-import {
-  assistantMessages,
-  jobsOf,
-  postRun,
-  runEvents,
-  runRow,
-  scriptOf,
-  startTestQueue,
-  useQueueFixture,
-  waitFor,
-  waitForNoJob,
-  waitForStatus,
-  type Step,
-} from "./helpers/queue.js";
+import { assistantMessages, jobsOf, postRun, runEvents, runRow, scriptOf, startTestQueue, useQueueFixture, waitFor, waitForNoJob, waitForStatus, type Step } from "./helpers/queue.js";
 import { createListener, type Listener } from "../server/db/listener.js";
 import { RunAborted } from "../server/queue/executeRun.js";
 import { RUN_CANCEL_CHANNEL, createCancelWatch, requestCancel } from "../server/queue/cancel.js";

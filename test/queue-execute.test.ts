@@ -7,20 +7,7 @@
  */
 import { describe, it, expect, vi } from "vitest";
 import { createEventWriter, MAX_DELTA_CHARS } from "../server/queue/runEvents.js";
-import {
-  assistantMessages,
-  jobsOf,
-  newConversation,
-  postRun,
-  runEvents,
-  runRow,
-  scriptOf,
-  useQueueFixture,
-  waitFor,
-  waitForNoJob,
-  waitForStatus,
-  type EventRow,
-} from "./helpers/queue.js";
+import { assistantMessages, jobsOf, newConversation, postRun, runEvents, runRow, scriptOf, useQueueFixture, waitFor, waitForNoJob, waitForStatus, type EventRow } from "./helpers/queue.js";
 
 const fx = useQueueFixture({ queue: { listener: true, env: { RETRY_ATTEMPTS: "2" } } });
 

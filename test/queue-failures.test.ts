@@ -7,21 +7,7 @@
  * `queued` without counting, and another queue completes it once.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import {
-  assistantMessages,
-  jobsOf,
-  postRun,
-  runEvents,
-  runRow,
-  scriptOf,
-  startTestQueue,
-  useQueueFixture,
-  waitFor,
-  waitForNoJob,
-  waitForStatus,
-  type EventRow,
-  type TestQueue,
-} from "./helpers/queue.js";
+import { assistantMessages, jobsOf, postRun, runEvents, runRow, scriptOf, startTestQueue, useQueueFixture, waitFor, waitForNoJob, waitForStatus, type EventRow, type TestQueue } from "./helpers/queue.js";
 import { RunAborted } from "../server/queue/executeRun.js";
 
 const fx = useQueueFixture();

@@ -16,17 +16,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import pg from "pg";
-import {
-  assistantMessages,
-  newConversation,
-  postRun,
-  runEvents,
-  runRow,
-  scriptOf,
-  useQueueFixture,
-  waitForNoJob,
-  waitForStatus,
-} from "./helpers/queue.js";
+import { assistantMessages, newConversation, postRun, runEvents, runRow, scriptOf, useQueueFixture, waitForNoJob, waitForStatus } from "./helpers/queue.js";
 
 /** application_name of startTestQueue's pools. */
 const APP = "test-queue";
