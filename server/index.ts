@@ -19,6 +19,7 @@ import type { Metrics } from "./ops/metrics.js";
 import { createShutdown } from "./ops/shutdown.js";
 import type { UpgradeHandler } from "./boot.js";
 import { refuseUpgrade } from "./realtime/refuse.js";
+import { isDatabaseUnavailable } from "./db/errors.js";
 
 const rootDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const config = loadConfigOrExit();
@@ -32,6 +33,16 @@ process.on("uncaughtException", (err) => {
   process.exit(1);
 });
 process.on("unhandledRejection", (reason) => {
+  // graphile-worker records a job's end (completeJob/failJob) without awaiting
+  // it: with the database down or restarting, that rejection lands here. The
+  // database going away is the server's weather, not a bug (DESIGN: the
+  // process does not exit); the job it concerned is handed back by the
+  // recovery sweep (server/queue/recovery.ts, own stranded runs).
+  if (isDatabaseUnavailable(reason)) {
+    log.error({ err: reason }, "unhandled rejection from a lost database connection; carrying on");
+    metrics?.backgroundErrors.inc({ loop: "unhandled-database" });
+    return;
+  }
   log.fatal({ err: reason }, "unhandled promise rejection; exiting");
   log.flush();
   process.exit(1);

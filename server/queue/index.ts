@@ -38,7 +38,18 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
   const { config, log, pool } = deps;
   const queueMetrics = createQueueMetrics(deps.metrics);
   const cancels = createCancelWatch({ pool, listener: deps.listener, log });
-  const executeRun = createRunExecutor({ pool, config, log, instanceId: deps.instanceId, orchestrator: deps.orchestrator, cancels, metrics: queueMetrics });
+  const execute = createRunExecutor({ pool, config, log, instanceId: deps.instanceId, orchestrator: deps.orchestrator, cancels, metrics: queueMetrics });
+  // The runs an attempt here is executing: the recovery sweep hands back this
+  // instance's other "running" runs (their ending was lost with the database).
+  const inFlight = new Set<string>();
+  const executeRun: typeof execute = async (runId, opts) => {
+    inFlight.add(runId);
+    try {
+      return await execute(runId, opts);
+    } finally {
+      inFlight.delete(runId);
+    }
+  };
   const workerIds: string[] = [];
   const registry = createInstanceRegistry({
     pool,
@@ -49,6 +60,7 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     heartbeatMs: config.agents.heartbeatMs,
     recoveryAfterMs: config.agents.recoveryAfterMs,
     workerIds: () => workerIds,
+    inFlightRunIds: () => [...inFlight],
   });
   // services.ts retries a failed start: leave no heartbeat loop or cancel poll behind.
   let queue: Queue;

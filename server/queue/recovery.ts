@@ -22,6 +22,8 @@ export interface InstanceRegistryDeps {
   recoveryAfterMs: number;
   /** graphile-worker pool ids of this instance. */
   workerIds(): string[];
+  /** Runs an attempt on this instance is executing right now. */
+  inFlightRunIds(): string[];
 }
 
 export function createInstanceRegistry(deps: InstanceRegistryDeps) {
@@ -90,6 +92,26 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
     for (const inst of dead) {
       log.warn({ instance: inst.id, workerIds: inst.worker_ids, runs: inst.runs }, "instance declared dead; its runs were handed back");
     }
+    // This instance's own runs that no attempt here executes any more: the
+    // attempt's ending was lost with the database (and graphile-worker's
+    // unawaited failJob/completeJob of its job with it), so nothing else would
+    // move them until graphile-worker's 4 h lock expiry. Handed back the same way.
+    const stranded = await withTransaction(pool, async (client) => {
+      const runs = await client.query<{ id: string; attempt: number }>(
+        `update runs set status = 'queued', instance_id = null, updated_at = now()
+         where instance_id = $1 and status = 'running' and id <> all($2::uuid[])
+           and updated_at < now() - interval '2 seconds'
+         returning id, attempt`,
+        [deps.instanceId, deps.inFlightRunIds()],
+      );
+      for (const r of runs.rows) {
+        await appendEvents(client, r.id, r.attempt, [{ type: "status", data: { status: "queued", reason: "interrupted" } }]);
+        await client.query("select graphile_worker.remove_job($1)", [r.id]);
+        await client.query(scheduleRunSql, [r.id, new Date()]);
+      }
+      return runs.rows.map((r) => r.id);
+    });
+    if (stranded.length) log.warn({ runs: stranded }, "runs whose attempt here ended without a record (database lost) were handed back");
     // Job locks held by a worker pool no live instance owns (it died before its
     // first heartbeat named the pool): released once older than the recovery window.
     await pool.query(

@@ -1,0 +1,54 @@
+/**
+ * The recovery sweep's own-instance half: a run this instance marked
+ * `running` whose attempt here is no longer executing (its ending was lost
+ * with the database, and graphile-worker's unawaited failJob/completeJob of
+ * its job too) is handed back like a dead instance's run, instead of waiting
+ * out graphile-worker's 4 h lock expiry. A run still in flight is left alone.
+ */
+import { describe, it, expect } from "vitest";
+import { pino } from "pino";
+import { createInstanceRegistry } from "../server/queue/recovery.js";
+import { createMetrics } from "../server/ops/metrics.js";
+import { jobsOf, postRun, runEvents, runRow, useQueueFixture } from "./helpers/queue.js";
+
+const fx = useQueueFixture();
+
+describe("recovery sweep: this instance's stranded runs", () => {
+  it("hands back a run marked running here that no attempt here executes; leaves the one in flight", async () => {
+    const instanceId = "test-instance-own-sweep";
+    const stranded = (await postRun(fx.client, fx.conv, "stranded")).runId;
+    const inFlight = (await postRun(fx.client, fx.conv, "in flight")).runId;
+    // What an attempt leaves when its ending could not be written: running,
+    // this instance's, its job still locked by a worker of this instance.
+    await fx.db.pool.query(
+      `update runs set status = 'running', instance_id = $1, attempt = 1, updated_at = now() - interval '10 seconds' where id = any($2::uuid[])`,
+      [instanceId, [stranded, inFlight]],
+    );
+    await fx.db.pool.query(
+      `update graphile_worker._private_jobs set locked_by = 'worker-own', locked_at = now() - interval '10 seconds' where key = any($1::text[])`,
+      [[stranded, inFlight]],
+    );
+    const registry = createInstanceRegistry({
+      pool: fx.db.pool,
+      log: pino({ level: "silent" }),
+      metrics: createMetrics(),
+      instanceId,
+      version: "test",
+      heartbeatMs: 60_000,
+      recoveryAfterMs: 30_000,
+      workerIds: () => ["worker-own"],
+      inFlightRunIds: () => [inFlight],
+    });
+    await registry.sweep();
+
+    expect(await runRow(fx.db, stranded)).toMatchObject({ status: "queued", instance_id: null, attempt: 1 });
+    expect((await runEvents(fx.db, stranded)).at(-1)).toMatchObject({ type: "status", attempt: 1, data: { status: "queued", reason: "interrupted" } });
+    // A fresh, unlocked job runs it again; the old locked one can no longer run.
+    const jobs = await jobsOf(fx.db, stranded);
+    expect(jobs).toHaveLength(1);
+    expect(jobs[0]?.locked_at).toBeNull();
+
+    expect(await runRow(fx.db, inFlight)).toMatchObject({ status: "running", instance_id: instanceId });
+    expect((await jobsOf(fx.db, inFlight))[0]?.locked_at).not.toBeNull();
+  });
+});
