@@ -15,6 +15,12 @@ import { createInstanceRegistry } from "./recovery.js";
 import { createQueueMetrics } from "./metrics.js";
 import { readQueueStats, type QueueStats } from "./stats.js";
 
+/** How long stop() waits for aborted attempts to write their hand-back, ms (inside the shutdown's hand-back reserve). */
+const SETTLE_MS = 1500;
+
+/** A timer that does not hold the process open. */
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
 export interface AgentQueueDeps {
   config: Config;
   log: Logger;
@@ -41,11 +47,12 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
   const execute = createRunExecutor({ pool, config, log, instanceId: deps.instanceId, orchestrator: deps.orchestrator, cancels, metrics: queueMetrics });
   // The runs an attempt here is executing: the recovery sweep hands back this
   // instance's other "running" runs (their ending was lost with the database).
-  const inFlight = new Set<string>();
+  const inFlight = new Map<string, Promise<unknown>>();
   const executeRun: typeof execute = async (runId, opts) => {
-    inFlight.add(runId);
+    const attempt = execute(runId, opts);
+    inFlight.set(runId, attempt);
     try {
-      return await execute(runId, opts);
+      return await attempt;
     } finally {
       inFlight.delete(runId);
     }
@@ -60,7 +67,7 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     heartbeatMs: config.agents.heartbeatMs,
     recoveryAfterMs: config.agents.recoveryAfterMs,
     workerIds: () => workerIds,
-    inFlightRunIds: () => [...inFlight],
+    inFlightRunIds: () => [...inFlight.keys()],
   });
   // services.ts retries a failed start: leave no heartbeat loop or cancel poll behind.
   let queue: Queue;
@@ -115,6 +122,9 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
       clearInterval(sampler);
       try {
         await queue.stop();
+        // graphile-worker's stop can resolve while an aborted attempt is still
+        // writing its hand-back: let those settle before the pool is ended.
+        await Promise.race([Promise.allSettled(inFlight.values()), sleep(SETTLE_MS)]);
       } finally {
         // Even when graphile-worker's shutdown fails: a heartbeat left running
         // would keep other instances from recovering what this one still holds.
