@@ -319,6 +319,21 @@ async function readBack(c: ChaosClient, run: TrackedRun) {
 
 // ---------------------------------------------------------------- checks
 
+/** What the database holds about a stranded run: its row, its events, its graphile-worker jobs, the instances. */
+async function diagnose(runId: string): Promise<string> {
+  const q = async (sql: string, params: unknown[] = []) => JSON.stringify((await db!.pool.query(sql, params)).rows);
+  try {
+    return [
+      `row ${await q("select status, attempt, failures, instance_id, error_code, cancel_requested_at, updated_at from runs where id = $1", [runId])}`,
+      `events ${await q("select seq, attempt, type, data, created_at from run_events where run_id = $1 order by seq", [runId])}`,
+      `jobs ${await q("select id, key, run_at, locked_at, locked_by, attempts, max_attempts, last_error, created_at from graphile_worker._private_jobs where key = $1 or payload->>'runId' = $1", [runId])}`,
+      `instances ${await q("select id, dead_at, heartbeat_at, worker_ids from instances order by started_at")}`,
+    ].join("; ");
+  } catch (err) {
+    return `(diagnosis failed: ${String(err)})`;
+  }
+}
+
 /** "<count>x <status> <code> <method> <route>" of every 5xx, for the summary. */
 let fivexxByRoute: string[] = [];
 
@@ -346,7 +361,7 @@ async function check(): Promise<Record<string, string | number>> {
   const terminal = new Set(["succeeded", "failed", "cancelled"]);
 
   for (const r of rows) {
-    if (!terminal.has(r.status)) breaches.push(`run ${r.id} ended the test ${r.status}, not in a terminal state`);
+    if (!terminal.has(r.status)) breaches.push(`run ${r.id} ended the test ${r.status}, not in a terminal state; ${await diagnose(r.id)}`);
     if (r.status === "succeeded" && r.messages !== 1) breaches.push(`succeeded run ${r.id} has ${r.messages} assistant messages, not 1`);
     if (r.status !== "succeeded" && r.messages !== 0) breaches.push(`${r.status} run ${r.id} has ${r.messages} assistant messages`);
   }
