@@ -30,8 +30,8 @@ import type { BenchContext } from "../../lib/context.js";
 import type { BenchRow, Measurement } from "../../lib/types.js";
 import { quantile, round } from "../../lib/stats.js";
 import { sleep } from "../../lib/http.js";
-import { startFakeLlm, type ChatBody, type FakeLlm, type RecordedRequest } from "../../../test/helpers/fakeLlm.js";
-import { calibrateWallClock, wallNow } from "./wallClock.js";
+import { startFakeLlm, type FakeLlm } from "../../../test/helpers/fakeLlm.js";
+import { calibrateWallClock, lastUser, recordSendTimes } from "./wallClock.js";
 import { newSession, startRun } from "./appClient.js";
 import { runQueueWaitMs } from "./schedstat.js";
 
@@ -48,27 +48,7 @@ function prose(chars: number, seed: number): string {
   return s.slice(0, chars);
 }
 
-const lastUser = (body: ChatBody) => [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
 
-/**
- * Send times of every chunk the fake writes for this request (index 0 the
- * role chunk, 1..n the content chunks, then finish and usage): the fake
- * increments `chunksSent` right after each `res.write`.
- */
-function recordSendTimes(rec: RecordedRequest): number[] {
-  const times: number[] = [];
-  let n = rec.chunksSent;
-  Object.defineProperty(rec, "chunksSent", {
-    configurable: true,
-    enumerable: true,
-    get: () => n,
-    set: (v: number) => {
-      times.push(wallNow());
-      n = v;
-    },
-  });
-  return times;
-}
 
 interface RoundResult {
   full: number[];

@@ -10,6 +10,8 @@
  * Re-calibrate before each measuring phase: NTP slewing would move the two
  * clocks apart over minutes.
  */
+import type { ChatBody, RecordedRequest } from "../../../test/helpers/fakeLlm.js";
+
 let offset = calibrate();
 
 function calibrate(): number {
@@ -38,3 +40,26 @@ export function calibrateWallClock(): number {
 
 /** Now, ms since the epoch, sub-millisecond. */
 export const wallNow = (): number => performance.now() + offset;
+
+/** The last user message of a chat request to the fake provider. */
+export const lastUser = (body: ChatBody) => [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
+
+/**
+ * Send times (bench wall clock) of every chunk the fake writes for this
+ * request (index 0 the role chunk, 1..n the content chunks, then finish and
+ * usage): the fake increments `chunksSent` right after each `res.write`.
+ */
+export function recordSendTimes(rec: RecordedRequest): number[] {
+  const times: number[] = [];
+  let n = rec.chunksSent;
+  Object.defineProperty(rec, "chunksSent", {
+    configurable: true,
+    enumerable: true,
+    get: () => n,
+    set: (v: number) => {
+      times.push(wallNow());
+      n = v;
+    },
+  });
+  return times;
+}

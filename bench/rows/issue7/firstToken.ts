@@ -25,32 +25,16 @@
 import type { BenchContext } from "../../lib/context.js";
 import type { BenchRow, Measurement } from "../../lib/types.js";
 import { quantile, round } from "../../lib/stats.js";
-import { startFakeLlm, type ChatBody, type RecordedRequest } from "../../../test/helpers/fakeLlm.js";
+import { startFakeLlm } from "../../../test/helpers/fakeLlm.js";
 import { launchBrowser } from "../../../test/helpers/browser.js";
-import { calibrateWallClock, wallNow } from "../issue5/wallClock.js";
+import { calibrateWallClock, lastUser, recordSendTimes } from "../issue5/wallClock.js";
 import { clockOffset, readStamps, watchFor } from "./pageTiming.js";
 import { startRelayBaseline, type BaselineSample } from "./relayBaseline.js";
 
 const GOAL_MS = 50;
 const CHUNK_DELAY_MS = 20;
 
-const lastUser = (body: ChatBody) => [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ?? "";
 
-/** Send times (bench wall clock) of every chunk the fake writes for `rec`. */
-function recordSendTimes(rec: RecordedRequest): number[] {
-  const times: number[] = [];
-  let n = rec.chunksSent;
-  Object.defineProperty(rec, "chunksSent", {
-    configurable: true,
-    enumerable: true,
-    get: () => n,
-    set: (v: number) => {
-      times.push(wallNow());
-      n = v;
-    },
-  });
-  return times;
-}
 
 interface Sample {
   sentToPainted: number;
