@@ -5,6 +5,7 @@
  * (graphile-worker's force_unlock_workers) and hands its running runs back to
  * the queue, so they run again elsewhere within seconds, not hours.
  */
+import type { PoolClient } from "pg";
 import type { Pool } from "../db/pool.js";
 import type { Logger } from "../ops/logger.js";
 import type { Metrics } from "../ops/metrics.js";
@@ -24,6 +25,19 @@ export interface InstanceRegistryDeps {
   workerIds(): string[];
   /** Runs an attempt on this instance is executing right now. */
   inFlightRunIds(): string[];
+}
+
+/**
+ * Runs just set back to `queued`: their `status queued` event, and a fresh job
+ * instead of the old one (removed; if still locked, graphile-worker marks it
+ * so it never runs again).
+ */
+async function requeue(client: PoolClient, runs: { id: string; attempt: number }[], reason: string): Promise<void> {
+  for (const r of runs) {
+    await appendEvents(client, r.id, r.attempt, [{ type: "status", data: { status: "queued", reason } }]);
+    await client.query("select graphile_worker.remove_job($1)", [r.id]);
+    await client.query(scheduleRunSql, [r.id, new Date()]);
+  }
 }
 
 export function createInstanceRegistry(deps: InstanceRegistryDeps) {
@@ -81,11 +95,7 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
            where instance_id = $1 and status = 'running' returning id, attempt`,
           [inst.id],
         );
-        for (const r of runs.rows) {
-          await appendEvents(client, r.id, r.attempt, [{ type: "status", data: { status: "queued", reason: "instance lost" } }]);
-          await client.query("select graphile_worker.remove_job($1)", [r.id]);
-          await client.query(scheduleRunSql, [r.id, new Date()]);
-        }
+        await requeue(client, runs.rows, "instance lost");
         dead.push({ ...inst, runs: runs.rows.map((r) => r.id) });
       }
     });
@@ -104,11 +114,7 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
          returning id, attempt`,
         [deps.instanceId, deps.inFlightRunIds()],
       );
-      for (const r of runs.rows) {
-        await appendEvents(client, r.id, r.attempt, [{ type: "status", data: { status: "queued", reason: "interrupted" } }]);
-        await client.query("select graphile_worker.remove_job($1)", [r.id]);
-        await client.query(scheduleRunSql, [r.id, new Date()]);
-      }
+      await requeue(client, runs.rows, "interrupted");
       return runs.rows.map((r) => r.id);
     });
     if (stranded.length) log.warn({ runs: stranded }, "runs whose attempt here ended without a record (database lost) were handed back");
