@@ -11,25 +11,13 @@
  * a line to stdout (synchronous for a pipe on Linux) with the time it began,
  * so the test knows the block has started before it asks `/live`.
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from "vitest";
-import { spawnServer, type ServerProcess } from "./helpers/spawnServer.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { getJson, waitForStatus } from "./fixtures/process.js";
-import { inspectorUrl, openInspector, sampleValue } from "./helpers/failures.js";
+import { describe, it, expect } from "vitest";
+import { getJson } from "./fixtures/process.js";
+import { inspectorUrl, openInspector, useInspectableServer, sampleValue } from "./helpers/failures.js";
 
 const BLOCK_MS = 2000;
 
-let db: TestDatabase;
-const servers: ServerProcess[] = [];
-beforeAll(async () => {
-  db = await createTestDatabase({ migrate: true });
-});
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-afterAll(async () => {
-  await db?.drop();
-});
+const server = useInspectableServer();
 
 const lagMax = async (baseUrl: string) => sampleValue(await (await fetch(`${baseUrl}/metrics`, { headers: { connection: "close" } })).text(), "nodejs_eventloop_lag_max_seconds");
 
@@ -39,9 +27,7 @@ describe("the event loop blocked for 2 s", () => {
   // not found (prom-client resets the histogram only on a scrape, and nothing
   // else scrapes). A second try still fails if the metric never rises.
   it("/live answers only once the loop turns again, and nodejs_eventloop_lag_max_seconds rises to the block", { retry: 1 }, async () => {
-    const srv = await spawnServer({ env: { DATABASE_URL: db.url }, nodeArgs: ["--inspect=127.0.0.1:0"] });
-    servers.push(srv);
-    await waitForStatus(`${srv.baseUrl}/ready`, 200, 30_000);
+    const srv = await server.start();
     const inspector = await openInspector(inspectorUrl(srv));
     try {
       // The lag metric is a histogram reset at every scrape: this scrape

@@ -11,29 +11,15 @@
  * own `--inspect=127.0.0.1:0` and the inspector evaluates them on its main
  * thread (no test switch in the server).
  */
-import { describe, it, expect, beforeAll, afterAll, afterEach } from "vitest";
-import { spawnServer, type ServerProcess } from "./helpers/spawnServer.js";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { getJson, waitForStatus } from "./fixtures/process.js";
-import { inspectorUrl, openInspector } from "./helpers/failures.js";
+import { describe, it, expect } from "vitest";
+import { getJson } from "./fixtures/process.js";
+import { inspectorUrl, openInspector, useInspectableServer } from "./helpers/failures.js";
 
-let db: TestDatabase;
-const servers: ServerProcess[] = [];
-beforeAll(async () => {
-  db = await createTestDatabase({ migrate: true });
-});
-afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.stop()));
-});
-afterAll(async () => {
-  await db?.drop();
-});
+const server = useInspectableServer();
 
 describe("an unhandled rejection", () => {
   it("from a lost database connection is logged and counted, and the process carries on; any other exits 1", async () => {
-    const srv = await spawnServer({ env: { DATABASE_URL: db.url }, nodeArgs: ["--inspect=127.0.0.1:0"] });
-    servers.push(srv);
-    await waitForStatus(`${srv.baseUrl}/ready`, 200, 30_000);
+    const srv = await server.start();
     const inspector = await openInspector(inspectorUrl(srv));
     try {
       // What graphile-worker's unawaited completeJob throws when PostgreSQL goes away mid-write.

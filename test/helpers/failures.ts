@@ -6,7 +6,9 @@
  */
 import WebSocket from "ws";
 import type pg from "pg";
-import type { ServerProcess } from "./spawnServer.js";
+import { afterEach } from "vitest";
+import { spawnServer, type ServerProcess } from "./spawnServer.js";
+import { waitForStatus } from "../fixtures/process.js";
 import { createTestDatabase, type TestDatabase } from "./db.js";
 import { startFakeLlm, type FakeLlm } from "./fakeLlm.js";
 import { spawnInstance, type Instance } from "./ws.js";
@@ -139,6 +141,31 @@ export async function openInspector(url: string): Promise<{ evaluate(expression:
     },
     close() {
       ws.close();
+    },
+  };
+}
+
+/**
+ * A migrated database for the file and `start()`: a built server on it, run
+ * with Node's own `--inspect=127.0.0.1:0` (see openInspector), once /ready
+ * says 200. Servers are stopped after each test, the database after the file.
+ */
+export function useInspectableServer(): { start(): Promise<ServerProcess> } {
+  const get = useOnce(async (release) => {
+    const db = await createTestDatabase({ migrate: true });
+    release(() => db.drop());
+    return db;
+  });
+  const servers: ServerProcess[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.stop()));
+  });
+  return {
+    async start() {
+      const srv = await spawnServer({ env: { DATABASE_URL: get().url }, nodeArgs: ["--inspect=127.0.0.1:0"] });
+      servers.push(srv);
+      await waitForStatus(`${srv.baseUrl}/ready`, 200, 30_000);
+      return srv;
     },
   };
 }
