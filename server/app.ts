@@ -6,7 +6,7 @@ import type { Lifecycle } from "./ops/lifecycle.js";
 import type { StaticHandlers } from "./static.js";
 import { installObserve } from "./http/middleware/observe.js";
 import { securityHeaders } from "./http/middleware/security.js";
-import { createApiGate } from "./http/middleware/apiGate.js";
+import { createApiGate, installApiCompression } from "./http/middleware/apiGate.js";
 import { AppError, coerceError, notFound } from "./http/errors.js";
 import { createMetaHandler } from "./http/routes/meta.js";
 
@@ -40,11 +40,19 @@ export function createApp(deps: AppDeps): Express {
   app.set("trust proxy", config.server.trustProxy);
   app.set("etag", false);
 
-  app.use(installObserve(app, log, metrics, deps.onResponse));
-  app.use(securityHeaders(config));
+  // What every response gets, in one router layer: request id, metrics and
+  // access log, then helmet's headers and the CSP.
+  const observe = installObserve(app, log, metrics, deps.onResponse);
+  const setSecurityHeaders = securityHeaders(config);
+  app.use(function front(req: Request, res: Response, next: NextFunction) {
+    observe(req, res);
+    setSecurityHeaders(req, res);
+    next();
+  });
 
   // /api ahead of the static files: no file is served under /api (its own
   // 404 ends every /api path), so API requests skip the file lookup.
+  installApiCompression(app.response);
   const api = express.Router();
   api.use(createApiGate(config));
   api.get("/meta", createMetaHandler(deps));

@@ -38,8 +38,9 @@ function isLarge(body: unknown): boolean {
  * 3. The rate limit (express-rate-limit): 429 JSON past it.
  * 4. On POST/PUT/PATCH/DELETE: a body must be `application/json` (415), then
  *    it is parsed (`express.json`, BODY_LIMIT_BYTES → 413, malformed → 400).
- * 5. Compression, decided when the body is known: `res.send` of a body of
- *    1 KB or more sets up the `compression` middleware for that response,
+ * 5. Compression, decided when the body is known (`installApiCompression`,
+ *    on the app's response prototype, so no per-request step): `res.send` of
+ *    an /api body of 1 KB or more sets up the `compression` middleware for that response,
  *    unless `x-no-compression` was sent (a request without Accept-Encoding
  *    only gets the `Vary: Accept-Encoding` compression would add). Most API
  *    answers are small JSON, and setting compression up on each of them (it
@@ -51,27 +52,11 @@ export function createApiGate(config: Config): RequestHandler {
   const cors = corsFor(config);
   const limit = apiRateLimit(config);
   const parseJson = express.json({ limit: config.server.bodyLimitBytes, strict: true });
-  const compress = compression({ threshold: COMPRESS_THRESHOLD_BYTES });
-  const send = express.response.send;
-
-  function sendMaybeCompressed(this: Response, body: unknown): Response {
-    if (isLarge(body) && this.req.headers["x-no-compression"] === undefined && !this.headersSent) {
-      // No Accept-Encoding: compression could only answer identity; all it
-      // would add is the Vary header, so add that alone.
-      if (this.req.headers["accept-encoding"] === undefined) this.vary("Accept-Encoding");
-      // compression sets itself up synchronously, then calls next.
-      else void compress(this.req, this, () => undefined);
-    }
-    return send.call(this, body);
-  }
-
   function afterLimit(req: Request, res: Response, next: NextFunction) {
-    (res as { send: unknown }).send = sendMaybeCompressed;
     if (!BODY_METHODS.has(req.method)) return next();
     assertJsonBody(req);
     parseJson(req, res, next);
   }
-
   return function apiGate(req, res, next) {
     res.setHeader("cache-control", "no-store");
     const limited = () =>
@@ -87,4 +72,30 @@ export function createApiGate(config: Config): RequestHandler {
     // cors calls next unless it answered a preflight.
     return cors(req, res, (err?: unknown) => (err ? next(err) : limited()));
   };
+}
+
+/** An /api path (`/api` or under `/api/`), from the URL as it arrived. */
+function isApiUrl(url: string): boolean {
+  return url.startsWith("/api") && (url.length === 4 || url[4] === "/" || url[4] === "?");
+}
+
+/**
+ * Point 5 of the gate: `res.send` on the app's own response prototype (one
+ * assignment at startup instead of one per request) compresses /api bodies of
+ * `COMPRESS_THRESHOLD_BYTES` or more.
+ */
+export function installApiCompression(response: Response): void {
+  const compress = compression({ threshold: COMPRESS_THRESHOLD_BYTES });
+  const send = response.send;
+  function sendMaybeCompressed(this: Response, body: unknown): Response {
+    if (isLarge(body) && isApiUrl(this.req.originalUrl) && this.req.headers["x-no-compression"] === undefined && !this.headersSent) {
+      // No Accept-Encoding: compression could only answer identity; all it
+      // would add is the Vary header, so add that alone.
+      if (this.req.headers["accept-encoding"] === undefined) this.vary("Accept-Encoding");
+      // compression sets itself up synchronously, then calls next.
+      else void compress(this.req, this, () => undefined);
+    }
+    return send.call(this, body);
+  }
+  (response as { send: unknown }).send = sendMaybeCompressed;
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Request, Response, NextFunction, Express } from "express";
+import type { Request, Response, Express } from "express";
 import type { Logger } from "../../ops/logger.js";
 import { methodLabel, UNMATCHED_ROUTE, type Metrics } from "../../ops/metrics.js";
 
@@ -18,13 +18,17 @@ declare module "express-serve-static-core" {
 
 const SAFE_ID = /^[\w.:@/+=-]{1,128}$/;
 
-const ROUTE = Symbol("route");
-const TEMPLATE = Symbol("routeTemplate");
-type TracedRequest = Request & { [ROUTE]?: unknown; [TEMPLATE]?: string };
+const MATCHED = Symbol("matchedRoute");
+/** The route the router assigned and its full template, in one property (one shape change per request, not two). */
+interface Matched {
+  route: unknown;
+  template: string | undefined;
+}
+type TracedRequest = Request & { [MATCHED]?: Matched };
 
 /** The route template a request matched, never the raw URL. */
 function routeLabel(req: TracedRequest, res: Response): string {
-  return res.locals.routeLabel ?? req[TEMPLATE] ?? UNMATCHED_ROUTE;
+  return res.locals.routeLabel ?? req[MATCHED]?.template ?? UNMATCHED_ROUTE;
 }
 
 /**
@@ -39,22 +43,23 @@ function traceRouteTemplate(proto: Request) {
     configurable: true,
     enumerable: true,
     get(this: TracedRequest) {
-      return this[ROUTE];
+      return this[MATCHED]?.route;
     },
     set(this: TracedRequest, route: unknown) {
+      const matched = this[MATCHED];
       // The router sets it, then the route's dispatch sets the same again.
-      if (this[ROUTE] === route && route !== undefined) return;
-      this[ROUTE] = route;
+      if (matched !== undefined && matched.route === route && route !== undefined) return;
       const p = (route as { path?: unknown } | undefined)?.path;
-      this[TEMPLATE] = typeof p === "string" ? this.baseUrl + p : undefined;
+      this[MATCHED] = { route, template: typeof p === "string" ? this.baseUrl + p : undefined };
     },
   });
 }
 
 /**
  * Request id, per-request child logger (lazy), in-flight gauge, duration
- * histogram and the access log line, in one middleware so the hot path pays
- * for one `close` listener.
+ * histogram and the access log line, in one step so the hot path pays for one
+ * `close` listener. Not a middleware itself: app.ts runs it with the security
+ * headers in the first router layer (a layer costs more than these calls).
  */
 export function installObserve(app: Express, log: Logger, metrics: Metrics, onResponse?: (ms: number) => void) {
   Object.defineProperty(app.request, "log", {
@@ -66,7 +71,7 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics, onRe
   traceRouteTemplate(app.request);
   const logRequests = log.isLevelEnabled("info");
 
-  return function observe(req: Request, res: Response, next: NextFunction) {
+  return function observe(req: Request, res: Response): void {
     const start = performance.now();
     const incoming = req.headers["x-request-id"];
     req.id = typeof incoming === "string" && SAFE_ID.test(incoming) ? incoming : randomUUID();
@@ -85,6 +90,5 @@ export function installObserve(app: Express, log: Logger, metrics: Metrics, onRe
         req.log.info({ method: req.method, url: req.originalUrl, status, ms: Math.round(seconds * 1e4) / 10 }, "request completed");
       }
     });
-    next();
   };
 }

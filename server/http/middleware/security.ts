@@ -13,7 +13,7 @@ const HOST = /^[a-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$/i;
  * policy is built once per host and scheme, not per request. HSTS one year
  * with subdomains in production only.
  */
-export function securityHeaders(config: Config): RequestHandler {
+export function securityHeaders(config: Config): (req: Request, res: Response) => void {
   const dev = config.env === "development";
   const directives = [
     "default-src 'self'",
@@ -29,15 +29,19 @@ export function securityHeaders(config: Config): RequestHandler {
     dev ? "style-src 'self' 'unsafe-inline'" : "style-src 'self'",
     // No upgrade-insecure-requests: it would break `npm start` on plain http at a LAN address; HSTS covers HTTPS.
   ].join(";");
-  const byOrigin = new Map<string, string>();
+  // The policy per Host header, one map per scheme: a hit builds no string.
+  // A Host that is not a plain host[:port] gets no ws origin (nothing from it reaches the header).
+  const byHost = { http: new Map<string, string>(), https: new Map<string, string>() };
   const policyFor = (req: Request): string => {
-    const host = req.headers.host;
-    const wsOrigin = host && HOST.test(host) ? `${req.protocol === "https" ? "wss" : "ws"}://${host}` : "";
-    let policy = byOrigin.get(wsOrigin);
+    const host = req.headers.host ?? "";
+    const scheme = req.protocol === "https" ? "https" : "http";
+    const cache = byHost[scheme];
+    let policy = cache.get(host);
     if (policy === undefined) {
+      const wsOrigin = HOST.test(host) ? `${scheme === "https" ? "wss" : "ws"}://${host}` : "";
       policy = `${directives};connect-src 'self'${wsOrigin ? " " + wsOrigin : ""}`;
-      if (byOrigin.size >= 256) byOrigin.clear();
-      byOrigin.set(wsOrigin, policy);
+      if (cache.size >= 256) cache.clear();
+      cache.set(host, policy);
     }
     return policy;
   };
@@ -48,10 +52,9 @@ export function securityHeaders(config: Config): RequestHandler {
       crossOriginEmbedderPolicy: false,
     }),
   );
-  return function securityHeaders(req, res, next) {
+  return function setSecurityHeaders(req, res) {
     res.setHeader("content-security-policy", policyFor(req));
     for (const [name, value] of others) res.setHeader(name, value);
-    next();
   };
 }
 
