@@ -121,7 +121,12 @@ export function apiRateLimit(config: Config): RequestHandler {
     limit: max,
     standardHeaders: "draft-7",
     legacyHeaders: false,
-    keyGenerator: (req) => ipKeyGenerator(req.ip ?? req.socket.remoteAddress ?? ""),
+    keyGenerator: (req) => {
+      const ip = req.ip ?? req.socket.remoteAddress ?? "";
+      // IPv6 clients share a limit per /56 (ipKeyGenerator); an IPv4 address,
+      // which has no colon, is its own key, without the library's IPv6 regex.
+      return ip.includes(":") ? ipKeyGenerator(ip) : ip;
+    },
     // The library sets RateLimit and Retry-After headers before calling this.
     handler: (_req, res) => {
       const err = new AppError("rate_limited", 429, "Too many requests; try again later");
