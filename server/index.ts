@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadConfigOrExit } from "./config.js";
-import { createLogger } from "./ops/logger.js";
+import { createLogger, routeConsoleToLog } from "./ops/logger.js";
 import { createLifecycle } from "./ops/lifecycle.js";
 import { createReleasers } from "./ops/releasers.js";
 import { createProbeHandler, type HealthCheck } from "./ops/health.js";
@@ -24,6 +24,7 @@ import { isDatabaseUnavailable } from "./db/errors.js";
 const rootDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const config = loadConfigOrExit();
 const log = createLogger(config);
+routeConsoleToLog(log);
 const lifecycle = createLifecycle();
 const releasers = createReleasers(log);
 

@@ -48,4 +48,19 @@ describe("the A2A surface of the built server", () => {
     const run = await db.pool.query<{ status: string; agent: string }>("select status, agent from runs where id = $1", [task.id]);
     expect(run.rows[0]).toEqual({ status: "succeeded", agent: "math" });
   }, 60_000);
+
+  it("a library's console output (the SDK's error for an unknown task) is one JSON log line, not a plain-text stack", async () => {
+    const token = await createJwt(TEST_JWT_SECRET).sign(crypto.randomUUID(), 600);
+    const client = await a2aClient(srv.baseUrl, token);
+    const unknown = crypto.randomUUID();
+    const sub = client.resubscribeTask({ tenant: "", id: unknown });
+    await expect(sub[Symbol.asyncIterator]().next()).rejects.toMatchObject({ name: "TaskNotFoundError" });
+    const line = await srv.waitForLog((l) => l.source === "console" && JSON.stringify(l).includes(unknown));
+    expect(line.level).toBe(40);
+    expect(line.msg).toMatch(/^Pre-stream error for request/);
+    expect((line.err as { type?: string } | undefined)?.type).toBe("TaskNotFoundError");
+    // Every line either stream carries is JSON: no stack printed around the log.
+    const plain = [...srv.stdout().split("\n"), ...srv.stderr().split("\n")].filter((l) => l.trim() !== "" && !l.startsWith("{"));
+    expect(plain).toEqual([]);
+  }, 30_000);
 });

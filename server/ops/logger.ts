@@ -1,3 +1,4 @@
+import { format } from "node:util";
 import { pino, type Logger, type DestinationStream } from "pino";
 import type { Config } from "../config.js";
 
@@ -42,4 +43,47 @@ export function createLogger(config: Config, destination?: DestinationStream): L
     return pino({ ...options, transport: { target: "pino-pretty", options: { colorize: true } } });
   }
   return pino(options, pino.destination({ fd: 1, sync: false }));
+}
+
+type ConsoleMethod = "error" | "warn" | "log" | "info" | "debug" | "trace";
+const CONSOLE_LEVELS: Record<ConsoleMethod, "warn" | "info" | "debug"> = {
+  // A library's console.error is often a client's mistake (the A2A SDK logs
+  // an unknown task that way, with a stack), so warn, not error.
+  error: "warn",
+  warn: "warn",
+  log: "info",
+  info: "info",
+  debug: "debug",
+  trace: "debug",
+};
+
+/**
+ * Libraries that write to the console (the A2A SDK does, with stacks) would
+ * put multi-line plain text among the JSON lines a log collector parses. From
+ * here on, each console call is one line of `log`, under `source: "console"`:
+ * the first Error argument as `err` (serialized, redacted), the rest formatted
+ * as console would. The process entry calls it once the logger exists (the
+ * boot's config errors, printed before that, stay plain lines). Returns a
+ * function that puts the console back.
+ */
+export function routeConsoleToLog(log: Logger): () => void {
+  const logger = log.child({ source: "console" });
+  const saved = new Map<ConsoleMethod, (...args: unknown[]) => void>();
+  for (const method of Object.keys(CONSOLE_LEVELS) as ConsoleMethod[]) {
+    const level = CONSOLE_LEVELS[method];
+    // eslint-disable-next-line no-console -- replacing the console is this function's job
+    saved.set(method, console[method]);
+    // eslint-disable-next-line no-console -- as above
+    console[method] = (...args: unknown[]) => {
+      if (!logger.isLevelEnabled(level)) return;
+      const i = args.findIndex((a) => a instanceof Error);
+      if (i === -1) return logger[level](format(...args));
+      const rest = args.filter((_, j) => j !== i);
+      logger[level]({ err: args[i] }, rest.length > 0 ? format(...rest) : (args[i] as Error).message);
+    };
+  }
+  return () => {
+    // eslint-disable-next-line no-console -- as above
+    for (const [method, fn] of saved) console[method] = fn;
+  };
 }
