@@ -5,7 +5,7 @@
  * HTTP request, a stall timer, and every failure turned into an AgentError
  * that never carries the key.
  */
-import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError } from "openai";
+import type OpenAI from "openai";
 import type { ChatCompletionChunk, ChatCompletionMessageParam, ChatCompletionTool, ChatCompletionToolChoiceOption } from "openai/resources/chat/completions";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../ops/logger.js";
@@ -78,8 +78,16 @@ class StallError extends Error {
   override name = "StallError";
 }
 
+type OpenAiPackage = typeof import("openai");
+let openAiPackage: Promise<OpenAiPackage> | undefined;
+/**
+ * The `openai` package loads with the first request, not at boot: a server
+ * without OPENAI_API_KEY (the assistant unavailable) never pays its memory.
+ */
+const loadOpenAiPackage = () => (openAiPackage ??= import("openai"));
+
 /** Maps whatever the client threw to an AgentError with a user-fit message and no secret in it. */
-export function toAgentError(err: unknown, key: string | undefined): AgentError {
+export function toAgentError(err: unknown, key: string | undefined, { APIConnectionError, APIConnectionTimeoutError, APIError }: OpenAiPackage): AgentError {
   if (err instanceof AgentError) return err;
   const clean = (s: string) => redactSecrets(s, key).slice(0, 300);
   if (err instanceof StallError) {
@@ -139,8 +147,8 @@ export function createOpenAiProvider(openai: Config["openai"], opts: OpenAiProvi
   const key = openai.apiKey;
   let client: OpenAI | null = null;
   // Every option is explicit so the package never reads the environment on its own (config.ts does).
-  const getClient = () =>
-    (client ??= new OpenAI({
+  const getClient = (sdk: OpenAiPackage) =>
+    (client ??= new sdk.OpenAI({
       // A server without auth (Ollama) still needs a value; the header is then dropped.
       apiKey: key ?? "unused",
       baseURL: openai.baseUrl ?? DEFAULT_BASE_URL,
@@ -159,13 +167,14 @@ export function createOpenAiProvider(openai: Config["openai"], opts: OpenAiProvi
     model: openai.model,
     unavailableReason: () => (key || openai.baseUrl ? null : "OPENAI_API_KEY is not set"),
     async *streamChat(req: ChatRequest): AsyncGenerator<ChatStreamEvent> {
+      const sdk = await loadOpenAiPackage();
       const idle = new AbortController();
       const signal = AbortSignal.any([req.signal, idle.signal]);
       const timer = setTimeout(() => idle.abort(new StallError("stalled")), idleTimeoutMs);
       const calls = new Map<number, ToolCall>();
       let finish: string | null = null;
       try {
-        const stream = await getClient().chat.completions.create(
+        const stream = await getClient(sdk).chat.completions.create(
           {
             model: openai.model,
             messages: req.messages,
@@ -192,8 +201,8 @@ export function createOpenAiProvider(openai: Config["openai"], opts: OpenAiProvi
         }
       } catch (err) {
         if (req.signal.aborted) throw req.signal.reason;
-        if (idle.signal.aborted) throw toAgentError(new StallError("stalled"), key);
-        const mapped = toAgentError(err, key);
+        if (idle.signal.aborted) throw toAgentError(new StallError("stalled"), key, sdk);
+        const mapped = toAgentError(err, key, sdk);
         req.log?.warn({ code: mapped.code, retryable: mapped.opts.retryable }, "provider request failed");
         throw mapped;
       } finally {
@@ -202,9 +211,9 @@ export function createOpenAiProvider(openai: Config["openai"], opts: OpenAiProvi
       // The package ends the stream quietly on abort and on a connection closed
       // before [DONE]; neither is an answer.
       if (req.signal.aborted) throw req.signal.reason;
-      if (idle.signal.aborted) throw toAgentError(new StallError("stalled"), key);
+      if (idle.signal.aborted) throw toAgentError(new StallError("stalled"), key, sdk);
       if (!finish) {
-        const mapped = toAgentError(new Error("stream ended before finish_reason"), key);
+        const mapped = toAgentError(new Error("stream ended before finish_reason"), key, sdk);
         req.log?.warn({ code: mapped.code }, "provider stream ended early");
         throw mapped;
       }
