@@ -7,7 +7,10 @@ let loading: Promise<Render> | null = null;
 
 /** Starts loading the markdown renderer (idle time after the first paint); resolves once it is there. */
 export function loadMarkdown(): Promise<Render> {
-  loading ??= import("./markdown").then((m) => (renderer = m.renderMarkdown));
+  loading ??= import("./markdown").then((m) => {
+    m.warmUpMarkdown();
+    return (renderer = m.renderMarkdown);
+  });
   return loading;
 }
 
