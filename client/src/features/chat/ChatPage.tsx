@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { useServices } from "../../context";
 import { navigate } from "../../router";
 import { ActivityIcon, CloseIcon, MenuIcon, PlusIcon } from "../../ui/icons";
@@ -8,7 +8,7 @@ import { agentTone } from "./AssistantMessage";
 import { Composer, type ComposerHandle } from "./Composer";
 import { ConversationList } from "./ConversationList";
 import { MessageList } from "./MessageList";
-import { isFinished } from "./runView";
+import { isFinished, type RunView } from "./runView";
 import { useChat } from "./store";
 
 function Welcome({ onExample }: { onExample: (text: string) => void }) {
@@ -45,13 +45,24 @@ function Welcome({ onExample }: { onExample: (text: string) => void }) {
   );
 }
 
+/** The conversation's last run still going, if any. */
+function activeRunOf(runs: Readonly<Record<string, RunView>>, conversationId: string): RunView | null {
+  let active: RunView | null = null;
+  for (const r of Object.values(runs)) if (r.conversationId === conversationId && !isFinished(r)) active = r;
+  return active;
+}
+
 export function ChatPage({ conversationId }: { conversationId: string | null }) {
   const { chat } = useServices();
   const status = useChat(chat, (s) => s.status);
   const error = useChat(chat, (s) => s.error);
   const notice = useChat(chat, (s) => s.notice);
   const conversation = useChat(chat, (s) => (conversationId ? s.conversations.find((c) => c.id === conversationId) : undefined));
-  const runs = useChat(chat, (s) => s.runs);
+  // Only what the composer needs of the running answer, as plain values: selecting
+  // `s.runs` re-rendered the whole page (sidebar, composer) on every streamed token.
+  const activeRunId = useChat(chat, (s) => (conversationId ? activeRunOf(s.runs, conversationId)?.runId ?? null : null));
+  const stopping = useChat(chat, (s) => (activeRunId ? s.runs[activeRunId]?.stopping === true : false));
+  const active = useMemo(() => (activeRunId ? { runId: activeRunId, stopping } : null), [activeRunId, stopping]);
   const [drawer, setDrawer] = useState(false);
   const composer = useRef<ComposerHandle>(null);
 
@@ -61,9 +72,6 @@ export function ChatPage({ conversationId }: { conversationId: string | null }) 
   useEffect(() => {
     document.title = `${title} · ESA Agents`;
   }, [title]);
-
-  let active = null;
-  if (conversationId) for (const r of Object.values(runs)) if (r.conversationId === conversationId && !isFinished(r)) active = r;
 
   const welcome = <Welcome onExample={(t) => composer.current?.fill(t)} />;
   return (

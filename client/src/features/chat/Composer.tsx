@@ -17,7 +17,8 @@ export interface ComposerHandle {
 }
 
 interface Props {
-  active: RunView | null;
+  /** The conversation's answer still going, if any. */
+  active: Pick<RunView, "runId" | "stopping"> | null;
 }
 
 export const Composer = forwardRef<ComposerHandle, Props>(function Composer({ active }, ref) {
