@@ -206,6 +206,31 @@ describe("chat", () => {
     await context.close();
   });
 
+  it("the thread follows a long answer down as it streams, and stays where the reader scrolled up", async () => {
+    const { context, page } = await newPage(browser, env.baseUrl, { viewport: { width: 1280, height: 600 } });
+    await page.goto("/");
+    const paragraphs = (n: number) => Array.from({ length: n }, (_, i) => `Paragraph ${i + 1} of a long answer.`).join("\n\n");
+    const distanceFromBottom = () =>
+      page.locator(".thread").evaluate((el) => Math.round(el.scrollHeight - el.scrollTop - el.clientHeight));
+    // Chunks of several paragraphs, several per frame at times: the view must keep up.
+    env.llm.script({ text: paragraphs(60), chunkSize: 120, delayMs: 15 });
+    await send(page, "Tell me a long story");
+    await answerDone(page);
+    expect(await page.locator(".thread").evaluate((el) => el.scrollHeight > el.clientHeight * 2)).toBe(true);
+    await eventually(distanceFromBottom).toBeLessThan(2);
+
+    // Scrolled up while the next answer streams: left there.
+    env.llm.script({ text: paragraphs(60), chunkSize: 60, delayMs: 30 });
+    const n = await send(page, "And another one");
+    await page.locator("article.msg-assistant").nth(n).locator(".answer").waitFor();
+    await page.locator(".thread").hover();
+    await page.mouse.wheel(0, -2000);
+    await eventually(distanceFromBottom).toBeGreaterThan(500);
+    await answerDone(page, "succeeded", n);
+    expect(await distanceFromBottom()).toBeGreaterThan(500);
+    await context.close();
+  });
+
   it("the stop button cancels the run", async () => {
     const { context, page } = await newPage(browser, env.baseUrl);
     await page.goto("/");

@@ -26,6 +26,8 @@ export function MessageList({ conversationId, empty }: { conversationId: string;
   const scroller = useRef<HTMLDivElement>(null);
   const inner = useRef<HTMLDivElement>(null);
   const pinned = useRef(true);
+  /** Where following last scrolled to: its own scroll event says nothing about the reader. */
+  const autoTop = useRef(-1);
 
   const items = useMemo(() => {
     const messages = thread?.messages ?? [];
@@ -57,7 +59,9 @@ export function MessageList({ conversationId, empty }: { conversationId: string;
     const content = inner.current;
     if (!el || !content) return;
     const follow = new ResizeObserver(() => {
-      if (pinned.current) el.scrollTop = el.scrollHeight;
+      if (!pinned.current) return;
+      el.scrollTop = el.scrollHeight;
+      autoTop.current = el.scrollTop;
     });
     follow.observe(content);
     return () => follow.disconnect();
@@ -66,7 +70,9 @@ export function MessageList({ conversationId, empty }: { conversationId: string;
   useLayoutEffect(() => {
     pinned.current = true;
     const el = scroller.current;
-    if (el) el.scrollTop = el.scrollHeight;
+    if (!el) return;
+    el.scrollTop = el.scrollHeight;
+    autoTop.current = el.scrollTop;
   }, [conversationId]);
 
   return (
@@ -75,7 +81,11 @@ export function MessageList({ conversationId, empty }: { conversationId: string;
       ref={scroller}
       onScroll={(e) => {
         const el = e.currentTarget;
+        // The event of a scroll made by following arrives a frame later, when more
+        // tokens may have grown the thread past the threshold: it must not unpin.
+        if (Math.abs(el.scrollTop - autoTop.current) < 1) return;
         pinned.current = el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+        if (!pinned.current) autoTop.current = -1;
       }}
     >
       {thread?.status === "error" && (
