@@ -140,13 +140,12 @@ export interface MessageStoreOptions {
 export function createMessageStore(pool: Pool, opts: MessageStoreOptions) {
   return {
     async post(userId: string, conversationId: string, content: string, agent: string | undefined): Promise<PostResult> {
-      const r = await pool.query<{ depth: number; message: Json | null; run: Json | null }>(POST_MESSAGE_SQL, [
-        conversationId,
-        userId,
-        content,
-        agent ?? null,
-        opts.maxQueueDepth,
-      ]);
+      const values = [conversationId, userId, content, agent ?? null, opts.maxQueueDepth];
+      // Named (parsed and planned once per connection; planning this CTE with
+      // add_job costs about as much as running it) unless behind a transaction-mode pooler.
+      const r = await pool.query<{ depth: number; message: Json | null; run: Json | null }>(
+        (opts.prepared ?? true) ? { name: "messages_post", text: POST_MESSAGE_SQL, values } : { text: POST_MESSAGE_SQL, values },
+      );
       const row = r.rows[0];
       if (row?.message && row.run) return { message: toMessageDto(messageFromJson(row.message)), run: toRunDto(runFromJson(row.run)) };
       return row && row.depth >= opts.maxQueueDepth ? "overloaded" : "not_found";
