@@ -14,7 +14,7 @@ import type { Logger } from "../ops/logger.js";
 import type { Orchestrator } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
 import { createEventWriter, AttemptSuperseded, type Unwritten } from "./runEvents.js";
-import { cancelUnstarted, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
+import { cancelUnstarted, claimRun, endAttempt, notifyRunEvents, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
 import type { QueueMetrics } from "./metrics.js";
 
 /** Why a run's signal fired. */
@@ -42,6 +42,15 @@ export interface ExecutorDeps {
   /** How many past messages an agent sees. */
   historyLimit?: number;
 }
+
+/**
+ * How long after its claim a run may go without a NOTIFY before the executor
+ * sends one for the claim's events (see claimRun), ms. Most runs notify
+ * sooner anyway: their first event is written at once, and a quick run's
+ * ending carries everything. Short enough that a subscriber sees `running`
+ * without a noticeable wait.
+ */
+export const CLAIM_NOTIFY_AFTER_MS = 50;
 
 /** Backoff before retry n (1-based): 1 s, 2 s, 4 s … capped at 30 s. */
 export const retryDelayMs = (failures: number) => Math.min(30_000, 1000 * 2 ** Math.max(0, failures - 1));
@@ -79,6 +88,18 @@ export function createRunExecutor(deps: ExecutorDeps) {
     const writer = createEventWriter(pool, runId, run.attempt, { prepared });
     let agent = run.requested_agent ?? "unrouted";
     deps.metrics?.running.inc();
+    // The claim's events (`status running`) are announced by the run's next
+    // write, or by this when the agent has yielded nothing for a while (an LLM router deciding).
+    let claimNotify: NodeJS.Timeout | null = setTimeout(() => {
+      claimNotify = null;
+      notifyRunEvents(pool, runId, claim.lastSeq, prepared).catch((err: unknown) =>
+        log.debug({ err }, "notifying the claim's events failed; subscribers catch up on the next write or poll"),
+      );
+    }, CLAIM_NOTIFY_AFTER_MS);
+    const claimAnnounced = () => {
+      if (claimNotify) clearTimeout(claimNotify);
+      claimNotify = null;
+    };
 
     try {
       let text = "";
@@ -89,6 +110,8 @@ export function createRunExecutor(deps: ExecutorDeps) {
       );
       for await (const ev of events) {
         if (controller.signal.aborted) break;
+        // Whatever the event, it is written (with a NOTIFY) at once or with the ending.
+        claimAnnounced();
         switch (ev.type) {
           case "route":
             agent = ev.agent;
@@ -152,6 +175,8 @@ export function createRunExecutor(deps: ExecutorDeps) {
       const reason = controller.signal.aborted ? controller.signal.reason : raw;
       await handleFailure(run, unwritten, reason, agent, log, started);
     } finally {
+      // Every way out wrote an ending (which notifies), or was superseded (nothing of this attempt counts).
+      claimAnnounced();
       clearTimeout(timeout);
       unwatch();
       opts.shutdownSignal.removeEventListener("abort", onShutdown);

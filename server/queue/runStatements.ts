@@ -7,6 +7,8 @@
  * events' seq in the same update that changes the run, and the update's
  * `attempt` and `status` conditions are what lock out a superseded attempt.
  *
+ * The claim does not NOTIFY: see {@link claimRun}.
+ *
  * With `prepared` (not behind a transaction-mode pooler) they are named
  * statements: parsed once per connection, and past the first executions
  * planned once, which for these CTEs costs as much as running them.
@@ -63,34 +65,53 @@ with c as (
   limit $4
 )
 select c.id, c.user_id, c.conversation_id, c.message_id, c.requested_agent, c.attempt, c.failures, c.created_at,
-  (select count(*) from ev)::int as events,
-  pg_notify('${RUN_EVENTS_CHANNEL}', c.id::text || ':' || c.last_seq) as notified,
+  (select count(*) from ev)::int as events, c.last_seq,
   coalesce((select jsonb_agg(jsonb_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::jsonb) as history
 from c`;
 
 export interface Claim {
   run: ClaimedRun;
+  /** The seq of the claim's last event (`status running`), for {@link notifyRunEvents}. */
+  lastSeq: number;
   /** The run's own message. */
   content: string;
   /** The conversation up to and including it, oldest first. */
   turns: ChatTurn[];
 }
 
-/** Claims the run for a new attempt on this instance; null when it is gone, over, or cancelled before it started. */
+/**
+ * Claims the run for a new attempt on this instance; null when it is gone,
+ * over, or cancelled before it started.
+ *
+ * Unlike every other statement that writes events, the claim sends no NOTIFY:
+ * a transaction that notifies takes PostgreSQL's cluster-wide notify lock
+ * at commit and holds it through its WAL flush (async.c, PreCommit_Notify),
+ * so notifying commits are flushed one after another, never grouped; under
+ * load the runs' notifying commits queue on that lock (wait event
+ * Lock:object) and they, not CPU, bound the runs per second. The claim's
+ * events reach subscribers with the run's next NOTIFY, which for almost every
+ * run comes at once (its first event's write, or its ending); the executor
+ * sends one on its own ({@link notifyRunEvents}) when none came soon.
+ */
 export async function claimRun(
   pool: Pool,
   runId: string,
   instanceId: string,
   opts: { maxAttempts: number; historyLimit: number; prepared: boolean },
 ): Promise<Claim | null> {
-  const r = await pool.query<ClaimedRun & { history: { id: string; role: "user" | "assistant"; content: string }[] }>(
+  const r = await pool.query<ClaimedRun & { events: number; last_seq: number; history: { id: string; role: "user" | "assistant"; content: string }[] }>(
     statement("esa_run_claim", CLAIM_SQL, [runId, instanceId, opts.maxAttempts, opts.historyLimit], opts.prepared),
   );
   const row = r.rows[0];
   if (!row) return null;
-  const { history, ...run } = row;
+  const { history, events: _events, last_seq: lastSeq, ...run } = row;
   const own = history.find((m) => m.id === run.message_id);
-  return { run, content: own?.content ?? "", turns: history.map(({ role, content }) => ({ role, content })) };
+  return { run, lastSeq, content: own?.content ?? "", turns: history.map(({ role, content }) => ({ role, content })) };
+}
+
+/** Tells every instance that the run's events up to `seq` are stored (what the claim left unsaid). */
+export async function notifyRunEvents(pool: Pool, runId: string, seq: number, prepared: boolean): Promise<void> {
+  await pool.query(statement("esa_run_notify", `select pg_notify('${RUN_EVENTS_CHANNEL}', $1::text || ':' || $2::int)`, [runId, seq], prepared));
 }
 
 /**
