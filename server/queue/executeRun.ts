@@ -14,7 +14,8 @@ import type { Logger } from "../ops/logger.js";
 import type { Orchestrator } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
 import { createEventWriter, AttemptSuperseded, type Unwritten } from "./runEvents.js";
-import { cancelUnstarted, claimRun, endAttempt, notifyRunEvents, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
+import { cancelUnstarted, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
+import type { RunNotifier } from "./runNotifier.js";
 import type { QueueMetrics } from "./metrics.js";
 
 /** Why a run's signal fired. */
@@ -38,6 +39,8 @@ export interface ExecutorDeps {
   instanceId: string;
   orchestrator: Orchestrator;
   cancels: CancelWatch;
+  /** Announces stored events (the claim and the endings do not NOTIFY). */
+  notifier: RunNotifier;
   metrics?: QueueMetrics;
   /** How many past messages an agent sees. */
   historyLimit?: number;
@@ -92,9 +95,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
     // write, or by this when the agent has yielded nothing for a while (an LLM router deciding).
     let claimNotify: NodeJS.Timeout | null = setTimeout(() => {
       claimNotify = null;
-      notifyRunEvents(pool, runId, claim.lastSeq, prepared).catch((err: unknown) =>
-        log.debug({ err }, "notifying the claim's events failed; subscribers catch up on the next write or poll"),
-      );
+      deps.notifier.announce(runId, claim.lastSeq);
     }, CLAIM_NOTIFY_AFTER_MS);
     const claimAnnounced = () => {
       if (claimNotify) clearTimeout(claimNotify);
@@ -144,14 +145,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       const unwritten = await writer.close();
-      const result = await endAttempt(
-        pool,
-        run.id,
-        run.attempt,
-        unwritten,
-        { kind: "succeeded", text, usage: usage.reported ? usage : null },
-        prepared,
-      );
+      const result = await end(run, unwritten, { kind: "succeeded", text, usage: usage.reported ? usage : null });
       const outcome = result === "ended" ? "succeeded" : result;
       if (outcome !== "superseded") deps.metrics?.finished(agent, outcome, (performance.now() - started) / 1000);
       log.info({ agent }, outcome === "succeeded" ? "run succeeded" : outcome === "cancelled" ? "run cancelled" : "run finished by another attempt");
@@ -184,9 +178,16 @@ export function createRunExecutor(deps: ExecutorDeps) {
     }
   };
 
+  /** Ends the attempt (endAttempt) and announces what it stored. */
+  async function end(run: ClaimedRun, unwritten: Unwritten, ending: Ending): Promise<EndResult> {
+    const { result, lastSeq } = await endAttempt(pool, run.id, run.attempt, unwritten, ending, prepared);
+    if (lastSeq !== null) deps.notifier.announce(run.id, lastSeq);
+    return result;
+  }
+
   async function handleFailure(run: ClaimedRun, unwritten: Unwritten, reason: unknown, agent: string, log: Logger, started: number) {
     const seconds = (performance.now() - started) / 1000;
-    const end = (ending: Ending): Promise<EndResult> => endAttempt(pool, run.id, run.attempt, unwritten, ending, prepared);
+    const endWith = (ending: Ending): Promise<EndResult> => end(run, unwritten, ending);
     const cancelled = () => {
       deps.metrics?.finished(agent, "cancelled", seconds);
       log.info("run cancelled");
@@ -194,14 +195,14 @@ export function createRunExecutor(deps: ExecutorDeps) {
     // Another attempt owns the run now (it was recovered elsewhere): nothing of this one is recorded.
     const superseded = () => log.warn({ err: reason }, "run attempt ended after another took over; not recorded");
     if (reason instanceof RunAborted && reason.kind === "cancel") {
-      if ((await end({ kind: "cancelled" })) === "superseded") return superseded();
+      if ((await endWith({ kind: "cancelled" })) === "superseded") return superseded();
       cancelled();
       return;
     }
     if ((reason instanceof RunAborted && reason.kind === "shutdown") || isDatabaseUnavailable(reason)) {
       // An interruption (shutdown, or the database connection lost mid-run):
       // back to the queue at once, not counted.
-      const state = await end({ kind: "handback" });
+      const state = await endWith({ kind: "handback" });
       if (state === "cancelled") return cancelled();
       if (state === "superseded") return superseded();
       deps.metrics?.finished(agent, "interrupted", seconds);
@@ -214,7 +215,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
     if (retryable && failures < maxAttempts) {
       const delay = Math.max(retryAfterMs ?? 0, retryDelayMs(failures));
       const until = new Date(Date.now() + delay);
-      const state = await end({
+      const state = await endWith({
         kind: "retry",
         failures,
         code,
@@ -229,7 +230,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
       log.warn({ err: reason, code, failures, retryInMs: delay }, "run attempt failed; retrying");
       return;
     }
-    const state = await end({ kind: "failed", failures, code, message });
+    const state = await endWith({ kind: "failed", failures, code, message });
     if (state === "cancelled") return cancelled();
     if (state === "superseded") return superseded();
     deps.metrics?.failed(agent, code);

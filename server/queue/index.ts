@@ -10,6 +10,7 @@ import type { Metrics } from "../ops/metrics.js";
 import type { Orchestrator } from "../agents/types.js";
 import { createCancelWatch } from "./cancel.js";
 import { createRunExecutor } from "./executeRun.js";
+import { createRunNotifier } from "./runNotifier.js";
 import { startQueue, type Queue } from "./runner.js";
 import { createInstanceRegistry } from "./recovery.js";
 import { createQueueMetrics } from "./metrics.js";
@@ -44,7 +45,13 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
   const { config, log, pool } = deps;
   const queueMetrics = createQueueMetrics(deps.metrics);
   const cancels = createCancelWatch({ pool, listener: deps.listener, log });
-  const execute = createRunExecutor({ pool, config, log, instanceId: deps.instanceId, orchestrator: deps.orchestrator, cancels, metrics: queueMetrics });
+  const notifier = createRunNotifier({
+    pool,
+    log,
+    prepared: !config.database.transactionPooler,
+    onError: () => deps.metrics.backgroundErrors.inc({ loop: "run-notify" }),
+  });
+  const execute = createRunExecutor({ pool, config, log, instanceId: deps.instanceId, orchestrator: deps.orchestrator, cancels, notifier, metrics: queueMetrics });
   // The runs an attempt here is executing: the recovery sweep hands back this
   // instance's other "running" runs (their ending was lost with the database).
   const inFlight = new Map<string, Promise<unknown>>();
@@ -124,7 +131,7 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
         await queue.stop();
         // graphile-worker's stop can resolve while an aborted attempt is still
         // writing its hand-back: let those settle before the pool is ended.
-        await Promise.race([Promise.allSettled(inFlight.values()), sleep(SETTLE_MS)]);
+        await Promise.race([Promise.allSettled(inFlight.values()).then(() => notifier.flush()), sleep(SETTLE_MS)]);
       } finally {
         // Even when graphile-worker's shutdown fails: a heartbeat left running
         // would keep other instances from recovering what this one still holds.

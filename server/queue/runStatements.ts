@@ -7,7 +7,7 @@
  * events' seq in the same update that changes the run, and the update's
  * `attempt` and `status` conditions are what lock out a superseded attempt.
  *
- * The claim does not NOTIFY: see {@link claimRun}.
+ * The claim and the endings do not NOTIFY: see {@link claimRun} and runNotifier.ts.
  *
  * With `prepared` (not behind a transaction-mode pooler) they are named
  * statements: parsed once per connection, and past the first executions
@@ -83,15 +83,11 @@ export interface Claim {
  * Claims the run for a new attempt on this instance; null when it is gone,
  * over, or cancelled before it started.
  *
- * Unlike every other statement that writes events, the claim sends no NOTIFY:
- * a transaction that notifies takes PostgreSQL's cluster-wide notify lock
- * at commit and holds it through its WAL flush (async.c, PreCommit_Notify),
- * so notifying commits are flushed one after another, never grouped; under
- * load the runs' notifying commits queue on that lock (wait event
- * Lock:object) and they, not CPU, bound the runs per second. The claim's
- * events reach subscribers with the run's next NOTIFY, which for almost every
- * run comes at once (its first event's write, or its ending); the executor
- * sends one on its own ({@link notifyRunEvents}) when none came soon.
+ * The claim sends no NOTIFY (a notifying commit holds PostgreSQL's notify lock
+ * through its WAL flush: runNotifier.ts). Its events reach subscribers with
+ * the run's next notification, which for almost every run comes at once (its
+ * first event's write, or its ending); the executor announces them on its
+ * own when none came soon (CLAIM_NOTIFY_AFTER_MS).
  */
 export async function claimRun(
   pool: Pool,
@@ -109,10 +105,7 @@ export async function claimRun(
   return { run, lastSeq, content: own?.content ?? "", turns: history.map(({ role, content }) => ({ role, content })) };
 }
 
-/** Tells every instance that the run's events up to `seq` are stored (what the claim left unsaid). */
-export async function notifyRunEvents(pool: Pool, runId: string, seq: number, prepared: boolean): Promise<void> {
-  await pool.query(statement("esa_run_notify", `select pg_notify('${RUN_EVENTS_CHANNEL}', $1::text || ':' || $2::int)`, [runId, seq], prepared));
-}
+
 
 /**
  * $1 run id. A run a cancel was requested for before any attempt took it:
@@ -261,9 +254,8 @@ with r as (
   ) with ordinality as t(type, data, ord)
   returning seq
 )${job}
-select r.status, (select count(*) from ev)::int as events,
-  ${s.runAt ? "(select count(*) from j)::int" : "0"} as jobs,
-  pg_notify('${RUN_EVENTS_CHANNEL}', $1::text || ':' || r.last_seq) as notified
+select r.status, r.last_seq, (select count(*) from ev)::int as events,
+  ${s.runAt ? "(select count(*) from j)::int" : "0"} as jobs
 from r`;
 }
 
@@ -272,9 +264,18 @@ const endSqlCache = new Map<string, string>();
 /**
  * Ends the attempt in one statement: the events it had not written yet, its
  * ending (answer, success and usage; retry or hand-back with the job put
- * back; failure; cancel) and the terminal event, with one NOTIFY.
+ * back; failure; cancel) and the terminal event. It sends no NOTIFY (see
+ * runNotifier.ts): `lastSeq` is what the caller announces once it resolves,
+ * null when nothing was written.
  */
-export async function endAttempt(pool: Pool, runId: string, attempt: number, unwritten: Unwritten, ending: Ending, prepared: boolean): Promise<EndResult> {
+export async function endAttempt(
+  pool: Pool,
+  runId: string,
+  attempt: number,
+  unwritten: Unwritten,
+  ending: Ending,
+  prepared: boolean,
+): Promise<{ result: EndResult; lastSeq: number | null }> {
   const s = endingSql(ending);
   let text = endSqlCache.get(ending.kind);
   if (!text) endSqlCache.set(ending.kind, (text = endSql(s)));
@@ -288,8 +289,8 @@ export async function endAttempt(pool: Pool, runId: string, attempt: number, unw
     unwritten.route?.reason ?? null,
     ...s.params,
   ];
-  const r = await pool.query<{ status: string }>(statement(`esa_run_end_${ending.kind}`, text, values, prepared));
+  const r = await pool.query<{ status: string; last_seq: number }>(statement(`esa_run_end_${ending.kind}`, text, values, prepared));
   const row = r.rows[0];
-  if (!row) return "superseded";
-  return row.status === "cancelled" && ending.kind !== "cancelled" ? "cancelled" : "ended";
+  if (!row) return { result: "superseded", lastSeq: null };
+  return { result: row.status === "cancelled" && ending.kind !== "cancelled" ? "cancelled" : "ended", lastSeq: row.last_seq };
 }
