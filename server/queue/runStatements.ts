@@ -71,7 +71,7 @@ from c`;
 
 export interface Claim {
   run: ClaimedRun;
-  /** The seq of the claim's last event (`status running`), for {@link notifyRunEvents}. */
+  /** The seq of the claim's last event (`status running`), for the executor to announce (runNotifier.ts). */
   lastSeq: number;
   /** The run's own message. */
   content: string;
@@ -104,8 +104,6 @@ export async function claimRun(
   const own = history.find((m) => m.id === run.message_id);
   return { run, lastSeq, content: own?.content ?? "", turns: history.map(({ role, content }) => ({ role, content })) };
 }
-
-
 
 /**
  * $1 run id. A run a cancel was requested for before any attempt took it:
