@@ -57,16 +57,23 @@ with c as (
   where e.ord = 2 or c.attempt > 1
   returning seq
 ), h as (
+  -- Lateral, so the conversation and the run's message are index bounds: a
+  -- backward scan of messages_conversation_created_idx that stops after $4
+  -- rows. As a plain join the planner bounded only created_at and read every
+  -- older message of every conversation.
   select m.id, m.role, m.content, m.created_at
   from c
   join messages own on own.id = c.message_id
-  join messages m on m.conversation_id = c.conversation_id and m.created_at <= own.created_at
-  order by m.created_at desc, m.id desc
-  limit $4
+  cross join lateral (
+    select m.id, m.role, m.content, m.created_at from messages m
+    where m.conversation_id = own.conversation_id and m.created_at <= own.created_at
+    order by m.created_at desc, m.id desc
+    limit $4
+  ) m
 )
 select c.id, c.user_id, c.conversation_id, c.message_id, c.requested_agent, c.attempt, c.failures, c.created_at,
   (select count(*) from ev)::int as events, c.last_seq,
-  coalesce((select jsonb_agg(jsonb_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::jsonb) as history
+  coalesce((select json_agg(json_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::json) as history
 from c`;
 
 export interface Claim {
