@@ -6,6 +6,7 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { randomUUID } from "node:crypto";
+import pg from "pg";
 import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
 import { createJwt } from "../server/auth/jwt.js";
 import { createSessionCodec } from "../server/auth/session.js";
@@ -193,6 +194,37 @@ describe("heartbeat", () => {
     } finally {
       await hb.close();
     }
+  });
+});
+
+describe("subscribe", () => {
+  it("reads the run and its first replay page in one statement: the subscriber is live one round trip sooner", async () => {
+    const alice = await stack.user();
+    const run = await stack.newRun(alice);
+    await stack.append(run, [text("one "), text("two")]);
+    type QueryFn = (...args: unknown[]) => unknown;
+    const proto = pg.Client.prototype as unknown as { query: QueryFn };
+    const original = proto.query;
+    const texts: string[] = [];
+    proto.query = function (this: unknown, ...args: unknown[]) {
+      const first = args[0];
+      texts.push(typeof first === "string" ? first : ((first as { text?: string } | null)?.text ?? ""));
+      return original.apply(this, args);
+    };
+    const ws = await WsClient.open(stack.wsUrl, { cookie: alice.cookie });
+    try {
+      ws.send({ type: "subscribe", runId: run, after: 0 });
+      await ws.waitFor((f) => f.type === "event" && f.seq === 2);
+    } finally {
+      proto.query = original;
+    }
+    expect(ws.events(run).map((e) => e.data)).toEqual([{ text: "one " }, { text: "two" }]);
+    // The ownership check and the replay: one statement that reads both tables.
+    // The hub's own read for a new feed (unnest of the feeds) is not the subscriber's.
+    const subscriberReads = texts.filter((t) => /\bruns\b/.test(t) || /\brun_events\b/.test(t)).filter((t) => !/unnest\(\$1::uuid\[\]/.test(t));
+    expect(subscriberReads).toHaveLength(1);
+    expect(subscriberReads[0]).toMatch(/from runs r left join lateral/);
+    await ws.close();
   });
 });
 

@@ -64,7 +64,7 @@ interface Feed {
   dirty: boolean;
 }
 
-interface EventRow {
+export interface EventRow {
   run_id: string;
   seq: number;
   attempt: number;
@@ -74,7 +74,7 @@ interface EventRow {
   local: boolean | null;
 }
 
-const SELECT_COLUMNS = `e.run_id, e.seq, e.attempt, e.type, e.data::text as data,
+export const SELECT_COLUMNS = `e.run_id, e.seq, e.attempt, e.type, e.data::text as data,
   (extract(epoch from e.created_at) * 1000)::float8 as stored_at`;
 
 /** Several runs' new rows in one statement: each run's rows after its cursor. */
@@ -92,7 +92,7 @@ from run_events e where e.run_id = $1 and e.seq > $2
 order by e.seq limit $3`;
 
 /** The frame text; `data` is jsonb's text output, valid JSON as it stands. */
-function toEvent(row: EventRow): StoredEvent {
+export function toEvent(row: EventRow): StoredEvent {
   const frame = `{"type":"event","runId":"${row.run_id}","seq":${row.seq},"attempt":${row.attempt},"event":${JSON.stringify(row.type)},"data":${row.data}}`;
   return { runId: row.run_id, seq: row.seq, attempt: row.attempt, type: row.type, frame, storedAt: row.stored_at, local: row.local === true };
 }

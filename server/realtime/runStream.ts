@@ -34,6 +34,8 @@ export interface RunStreamOptions {
   knownSeq: number;
   /** The run had reached a terminal status when it was checked: everything it will ever write is stored. */
   finishedAtCheck: boolean;
+  /** The replay's first page (events after `after`, at most REPLAY_PAGE), when the caller read it already. */
+  firstPage?: StoredEvent[];
   sink: RunStreamSink;
   /** Test hook: called after each replay page is sent, before the stream looks at live events. */
   afterReplayPage?: () => Promise<void>;
@@ -51,6 +53,7 @@ export function openRunStream(opts: RunStreamOptions): RunStream {
   let replaying = true;
   let closed = false;
   let pending: StoredEvent[] = [];
+  let firstPage = opts.firstPage;
 
   const close = () => {
     if (closed) return;
@@ -79,7 +82,9 @@ export function openRunStream(opts: RunStreamOptions): RunStream {
   async function replay() {
     try {
       for (;;) {
-        const page = await hub.read(runId, sent, REPLAY_PAGE);
+        // Awaited even when given: the sink is never called before openRunStream returns.
+        const page = await (firstPage ?? hub.read(runId, sent, REPLAY_PAGE));
+        firstPage = undefined;
         if (closed) return;
         for (const event of page) {
           const r = emit(event, false);

@@ -65,7 +65,7 @@ export function createRunEventsHandler(deps: SseDeps): RunEventsHandler {
     const runId = id.toLowerCase();
     const after = resumeFrom(req);
     const userId = callerOf(req).id;
-    const run = await readRunForStream(deps.pool, userId, runId);
+    const run = await readRunForStream(deps.pool, userId, runId, after);
     if (!run) throw notFound("Run not found");
     // Gone while we looked: no `close` event is coming any more.
     if (req.socket.destroyed) return;
@@ -103,6 +103,7 @@ export function createRunEventsHandler(deps: SseDeps): RunEventsHandler {
       after,
       knownSeq: run.lastSeq,
       finishedAtCheck: run.finished,
+      firstPage: run.firstPage,
       sink: {
         send(event, live) {
           if (res.writableEnded || res.destroyed) return false;

@@ -214,7 +214,7 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
     const current = () => !conn.closing && conn.subs.get(runId) === slot;
     let run;
     try {
-      run = await readRunForStream(pool, conn.caller.id, runId);
+      run = await readRunForStream(pool, conn.caller.id, runId, after);
     } catch (err) {
       if (!current()) return;
       conn.subs.delete(runId);
@@ -235,6 +235,7 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
       after,
       knownSeq: run.lastSeq,
       finishedAtCheck: run.finished,
+      firstPage: run.firstPage,
       ...(o.afterReplayPage ? { afterReplayPage: o.afterReplayPage } : {}),
       sink: {
         send(event, live) {
