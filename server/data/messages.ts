@@ -1,6 +1,6 @@
 import type { Message, Run } from "../../shared/schema.js";
 import type { MessageDto, Page, RunDto } from "../../shared/api.js";
-import type { Pool } from "../db/pool.js";
+import { statement, type Pool } from "../db/pool.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { toRunDto } from "./runs.js";
 import { addRunJobExpr } from "../queue/enqueue.js";
@@ -119,15 +119,11 @@ where c.id = $1 and c.user_id = $2`;
 const FIRST_PAGE_SQL = PAGE_SQL(false);
 const LATER_PAGE_SQL = PAGE_SQL(true);
 
-/**
- * The message page statement. Named (prepared once per connection, then only
- * bound and executed) unless `prepared` is false: a transaction-mode pooler
- * may hand each execution to another server connection.
- */
+/** The message page statement, named unless `prepared` is false (see `statement`). */
 export function pageQuery(userId: string, conversationId: string, limit: number, after: { at: Date; id: string } | null, prepared: boolean) {
   const values: unknown[] = after ? [conversationId, userId, limit + 1, after.at.toISOString(), after.id] : [conversationId, userId, limit + 1];
   const text = after ? LATER_PAGE_SQL : FIRST_PAGE_SQL;
-  return prepared ? { name: after ? "messages_page_after" : "messages_page", text, values } : { text, values };
+  return statement(after ? "messages_page_after" : "messages_page", text, values, prepared);
 }
 
 export interface MessageStoreOptions {
@@ -141,11 +137,8 @@ export function createMessageStore(pool: Pool, opts: MessageStoreOptions) {
   return {
     async post(userId: string, conversationId: string, content: string, agent: string | undefined): Promise<PostResult> {
       const values = [conversationId, userId, content, agent ?? null, opts.maxQueueDepth];
-      // Named (parsed and planned once per connection; planning this CTE with
-      // add_job costs about as much as running it) unless behind a transaction-mode pooler.
-      const r = await pool.query<{ depth: number; message: Json | null; run: Json | null }>(
-        (opts.prepared ?? true) ? { name: "messages_post", text: POST_MESSAGE_SQL, values } : { text: POST_MESSAGE_SQL, values },
-      );
+      // Named: planning this CTE with add_job costs about as much as running it.
+      const r = await pool.query<{ depth: number; message: Json | null; run: Json | null }>(statement("messages_post", POST_MESSAGE_SQL, values, opts.prepared ?? true));
       const row = r.rows[0];
       if (row?.message && row.run) return { message: toMessageDto(messageFromJson(row.message)), run: toRunDto(runFromJson(row.run)) };
       return row && row.depth >= opts.maxQueueDepth ? "overloaded" : "not_found";

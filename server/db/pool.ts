@@ -5,6 +5,14 @@ import type { Logger } from "../ops/logger.js";
 
 export type Pool = pg.Pool;
 
+/**
+ * `text` as a named prepared statement (parsed once per connection, then only
+ * bound and executed) when `prepared`; a transaction-mode pooler may hand each
+ * execution to another server connection, so there it is sent unnamed.
+ */
+export const statement = (name: string, text: string, values: unknown[], prepared: boolean): pg.QueryConfig =>
+  prepared ? { name, text, values } : { text, values };
+
 /** The sslmode values libpq accepts, plus pg's own `no-verify`. */
 const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "no-verify"];
 

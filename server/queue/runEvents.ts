@@ -1,5 +1,5 @@
 import type { PoolClient } from "pg";
-import type { Pool } from "../db/pool.js";
+import { statement, type Pool } from "../db/pool.js";
 import type { RunEventType } from "../../shared/realtime.js";
 
 /** NOTIFY channel carrying `<runId>:<last seq>` after events are stored. */
@@ -62,8 +62,7 @@ export async function appendEvents(
 ): Promise<number> {
   if (events.length === 0) return 0;
   const values = [runId, attempt, events.map((e) => e.type), events.map((e) => JSON.stringify(e.data ?? {})), opts.route?.agent ?? null, opts.route?.reason ?? null];
-  // Named (prepared once per connection) unless behind a transaction-mode pooler.
-  const r = await db.query<{ seq: number | null }>(opts.prepared ? { name: "esa_run_append_events", text: APPEND_SQL, values } : { text: APPEND_SQL, values });
+  const r = await db.query<{ seq: number | null }>(statement("esa_run_append_events", APPEND_SQL, values, opts.prepared ?? false));
   const seq = r.rows[0]?.seq;
   if (seq === null || seq === undefined) throw new AttemptSuperseded(runId, attempt);
   return seq;

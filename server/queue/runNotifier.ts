@@ -15,10 +15,9 @@
  * fails) loses no event: subscribers read the table, and the hub's safety
  * poll and reconnect catch-up find what no notification announced.
  */
-import type { Pool } from "../db/pool.js";
+import { statement, type Pool } from "../db/pool.js";
 import type { Logger } from "../ops/logger.js";
 import { RUN_EVENTS_CHANNEL } from "./runEvents.js";
-import { statement } from "./runStatements.js";
 
 /** $1 `<runId>:<seq>` payloads. One notification each, in order; the commit does not wait for a WAL flush. */
 const NOTIFY_SQL = `select count(*) filter (where n is not null)::int as sent

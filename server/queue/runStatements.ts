@@ -13,15 +13,10 @@
  * statements: parsed once per connection, and past the first executions
  * planned once, which for these CTEs costs as much as running them.
  */
-import type { QueryConfig } from "pg";
-import type { Pool } from "../db/pool.js";
+import { statement, type Pool } from "../db/pool.js";
 import type { ChatTurn } from "../agents/types.js";
 import { RUN_EVENTS_CHANNEL, type PendingEvent, type Unwritten } from "./runEvents.js";
 import { JOB_MAX_ATTEMPTS, RUN_TASK } from "./enqueue.js";
-
-/** `text` as a named prepared statement when `prepared`. */
-export const statement = (name: string, text: string, values: unknown[], prepared: boolean): QueryConfig =>
-  prepared ? { name, text, values } : { text, values };
 
 export interface ClaimedRun {
   id: string;
