@@ -63,17 +63,14 @@ const CONSOLE_LEVELS: Record<ConsoleMethod, "warn" | "info" | "debug"> = {
  * here on, each console call is one line of `log`, under `source: "console"`:
  * the first Error argument as `err` (serialized, redacted), the rest formatted
  * as console would. The process entry calls it once the logger exists (the
- * boot's config errors, printed before that, stay plain lines). Returns a
- * function that puts the console back.
+ * boot's config errors, printed before that, stay plain lines), for the
+ * rest of the process.
  */
-export function routeConsoleToLog(log: Logger): () => void {
+export function routeConsoleToLog(log: Logger): void {
   const logger = log.child({ source: "console" });
-  const saved = new Map<ConsoleMethod, (...args: unknown[]) => void>();
   for (const method of Object.keys(CONSOLE_LEVELS) as ConsoleMethod[]) {
     const level = CONSOLE_LEVELS[method];
     // eslint-disable-next-line no-console -- replacing the console is this function's job
-    saved.set(method, console[method]);
-    // eslint-disable-next-line no-console -- as above
     console[method] = (...args: unknown[]) => {
       if (!logger.isLevelEnabled(level)) return;
       const i = args.findIndex((a) => a instanceof Error);
@@ -82,8 +79,4 @@ export function routeConsoleToLog(log: Logger): () => void {
       logger[level]({ err: args[i] }, rest.length > 0 ? format(...rest) : (args[i] as Error).message);
     };
   }
-  return () => {
-    // eslint-disable-next-line no-console -- as above
-    for (const [method, fn] of saved) console[method] = fn;
-  };
 }
