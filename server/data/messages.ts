@@ -74,7 +74,13 @@ with depth as (
   select $2, m.conversation_id, m.id, $4 from m
   returning *
 ), j as (
+  -- Generic plans inside add_job for this transaction only: by default
+  -- PL/pgSQL re-plans each of add_jobs' statements on every call (a custom
+  -- plan for a one-element array always looks cheaper than the generic one),
+  -- which was more than half of add_job's time. The condition runs before the
+  -- target list, so the setting is in place when add_job starts.
   select ${addRunJobExpr("r.id")} as job from r
+  where set_config('plan_cache_mode', 'force_generic_plan', true) is not null
 )
 select (select n from depth) as depth, (select row_to_json(m) from m) as message,
   (select row_to_json(r) from r) as run, (select count(*) from j)::int as jobs`;
