@@ -9,6 +9,10 @@
  *
  * The claim and the endings do not NOTIFY: see {@link claimRun} and runNotifier.ts.
  *
+ * A data-modifying CTE (the event inserts) runs to completion whether or not
+ * the query reads it; a SELECT CTE runs only when read, hence the
+ * `count(*) from j` that makes a retry's add_job happen.
+ *
  * With `prepared` (not behind a transaction-mode pooler) they are named
  * statements: parsed once per connection, and past the first executions
  * planned once, which for these CTEs costs as much as running them.
@@ -50,7 +54,6 @@ with c as (
     (2, 'status', jsonb_build_object('status', 'running', 'attempt', c.failures + 1, 'of', $3::int))
   ) as e(ord, type, data)
   where e.ord = 2 or c.attempt > 1
-  returning seq
 ), h as (
   -- Lateral, so the conversation and the run's message are index bounds: a
   -- backward scan of messages_conversation_created_idx that stops after $4
@@ -67,7 +70,7 @@ with c as (
   ) m
 )
 select c.id, c.user_id, c.conversation_id, c.message_id, c.requested_agent, c.attempt, c.failures, c.created_at,
-  (select count(*) from ev)::int as events, c.last_seq,
+  c.last_seq,
   coalesce((select json_agg(json_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::json) as history
 from c`;
 
@@ -97,12 +100,12 @@ export async function claimRun(
   instanceId: string,
   opts: { maxAttempts: number; historyLimit: number; prepared: boolean },
 ): Promise<Claim | null> {
-  const r = await pool.query<ClaimedRun & { events: number; last_seq: number; history: { id: string; role: "user" | "assistant"; content: string }[] }>(
+  const r = await pool.query<ClaimedRun & { last_seq: number; history: { id: string; role: "user" | "assistant"; content: string }[] }>(
     statement("esa_run_claim", CLAIM_SQL, [runId, instanceId, opts.maxAttempts, opts.historyLimit], opts.prepared),
   );
   const row = r.rows[0];
   if (!row) return null;
-  const { history, events: _events, last_seq: lastSeq, ...run } = row;
+  const { history, last_seq: lastSeq, ...run } = row;
   const own = history.find((m) => m.id === run.message_id);
   return { run, lastSeq, content: own?.content ?? "", turns: history.map(({ role, content }) => ({ role, content })) };
 }
@@ -252,10 +255,8 @@ with r as (
     $3::text[] || (case when r.status = 'cancelled' then 'cancelled' else '${s.terminalType}' end)::text,
     $4::jsonb[] || (case when r.status = 'cancelled' then '{}'::jsonb else ${s.terminalData} end)
   ) with ordinality as t(type, data, ord)
-  returning seq
 )${job}
-select r.status, r.last_seq, (select count(*) from ev)::int as events,
-  ${s.runAt ? "(select count(*) from j)::int" : "0"} as jobs
+select r.status, r.last_seq, ${s.runAt ? "(select count(*) from j)::int" : "0"} as jobs
 from r`;
 }
 
