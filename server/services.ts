@@ -19,6 +19,7 @@ import { createOrchestrator } from "./agents/orchestrator.js";
 import { createAgentsRouter } from "./agents/routes.js";
 import { agentsHealthCheck } from "./agents/health.js";
 import { createDataApi } from "./http/routes/api.js";
+import { createMessageStore } from "./data/messages.js";
 import { createIdentity } from "./auth/identity.js";
 import { requestCancel } from "./queue/cancel.js";
 import { createRunHub } from "./realtime/hub.js";
@@ -87,6 +88,8 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
   if (config.features.websockets) {
     // `ws` loads only here, off the path of the first page (see boot.ts).
     const { createRealtimeServer } = await import("./realtime/wsServer.js");
+    // The message POST's store and options (http/routes/api.ts): `send` is that POST over the socket.
+    const messages = createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler });
     const realtime = createRealtimeServer({
       config,
       log,
@@ -95,6 +98,8 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
       metrics: realtimeMetrics,
       identify: identity.identify,
       cancelRun: (userId, runId) => requestCancel(pool, userId, runId),
+      postMessage: (userId, conversationId, content, agent) => messages.post(userId, conversationId, content, agent),
+      agentNames: registry.names(),
     });
     deps.setUpgradeHandler(realtime.handleUpgrade);
     // Clients leave as soon as draining starts: they resume on another

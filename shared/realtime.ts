@@ -8,8 +8,18 @@
  * after it and then goes live, never sending a `seq` twice on one
  * subscription. A `reset {attempt}` event means the run started over: drop the
  * text shown for earlier attempts.
+ *
+ * Sending a message: `send {requestId, conversationId, content, agent?}` does
+ * what POST /api/conversations/:id/messages does (same checks, same 202 body)
+ * and subscribes the connection to the new run from seq 0 in the same step,
+ * so the run's first events are live on the socket however soon they come.
+ * The answer is `sent {requestId, message, run}`, which precedes every event
+ * frame of that run, or an `error` carrying the `requestId`; nothing is stored
+ * on an error. A socket that closes before either arrives leaves the outcome
+ * unknown: the client reloads the conversation rather than sending again.
  */
 import { z } from "zod";
+import type { MessageDto, RunDto } from "./api.js";
 
 /** The WebSocket endpoint on the main port. */
 export const WS_PATH = "/ws";
@@ -49,6 +59,9 @@ export const RUN_STATUS_VALUES = ["queued", "running", "succeeded", "failed", "c
 /** A run id: a UUID, compared lower-cased. */
 const RunId = z.string().uuid();
 const Seq = z.number().int().min(0).max(2 ** 31 - 1);
+/** Chosen by the client for a `send`, echoed in its answer. */
+export const MAX_REQUEST_ID_LENGTH = 64;
+const RequestId = z.string().min(1).max(MAX_REQUEST_ID_LENGTH);
 
 // ---------------------------------------------------------------- client → server
 
@@ -58,6 +71,20 @@ export const ClientMessage = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("unsubscribe"), runId: RunId }),
   /** Same as POST /api/runs/:id/cancel; the outcome arrives as a `cancelled` event. */
   z.strictObject({ type: z.literal("cancel"), runId: RunId }),
+  /**
+   * Store a message and start its run, as POST /api/conversations/:id/messages,
+   * and subscribe to that run from seq 0. `content` and `agent` are checked by
+   * the server with the POST's own rules (createMessageBody), and a
+   * `conversationId` that is not a UUID names nothing (not_found), as in the
+   * POST's path: so both are loose here.
+   */
+  z.strictObject({
+    type: z.literal("send"),
+    requestId: RequestId,
+    conversationId: z.string(),
+    content: z.unknown(),
+    agent: z.unknown().optional(),
+  }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
@@ -73,6 +100,8 @@ export const REALTIME_ERROR_CODES = [
   "rate_limited",
   /** The connection has as many subscriptions as it may hold. */
   "too_many_subscriptions",
+  /** A `send` refused because too many runs are waiting (the POST's 503); retry in a few seconds. */
+  "overloaded",
   "internal",
 ] as const;
 export type RealtimeErrorCode = (typeof REALTIME_ERROR_CODES)[number];
@@ -88,13 +117,19 @@ export const EventFrame = z.strictObject({
 });
 export type EventFrame = z.infer<typeof EventFrame>;
 
+/** The POST's 202 body parts (shared/api.ts), built by the same code; only their shape is checked here. */
+const isDto = (v: unknown) => typeof v === "object" && v !== null && typeof (v as { id?: unknown }).id === "string";
+
 export const ServerMessage = z.discriminatedUnion("type", [
   EventFrame,
+  /** A `send` stored its message and started its run; the run's events follow on this socket, from seq 1. */
+  z.strictObject({ type: z.literal("sent"), requestId: RequestId, message: z.custom<MessageDto>(isDto), run: z.custom<RunDto>(isDto) }),
   /** The subscription is registered; events after `after` follow. `lastSeq` is the run's last seq when it was checked. */
   z.strictObject({ type: z.literal("subscribed"), runId: RunId, after: Seq, lastSeq: Seq, status: z.enum(RUN_STATUS_VALUES) }),
   /** The subscription ended: asked for, or the run reached a terminal event (`reason: "finished"`). */
   z.strictObject({ type: z.literal("unsubscribed"), runId: RunId, reason: z.enum(["requested", "finished"]) }),
-  z.strictObject({ type: z.literal("error"), code: z.enum(REALTIME_ERROR_CODES), message: z.string(), runId: RunId.optional() }),
+  /** `runId`: the run a subscribe, unsubscribe or cancel named. `requestId`: the `send` it answers (nothing was stored). */
+  z.strictObject({ type: z.literal("error"), code: z.enum(REALTIME_ERROR_CODES), message: z.string(), runId: RunId.optional(), requestId: RequestId.optional() }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 

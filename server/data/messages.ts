@@ -87,6 +87,9 @@ select (select n from depth) as depth, (select row_to_json(m) from m) as message
 
 export type PostResult = { message: MessageDto; run: RunDto } | "not_found" | "overloaded";
 
+/** Seconds after which an `overloaded` refusal may be retried (the POST's Retry-After, the `send` error's message). */
+export const OVERLOADED_RETRY_AFTER_S = 5;
+
 /** A row of {@link pageQuery}: all null but the conversation id when the conversation holds no message on this page. */
 interface PageRow {
   id: string | null;

@@ -2,7 +2,9 @@
  * The WebSocket endpoint (`/ws`): `ws` in noServer mode behind the http
  * server's `upgrade` event (index.ts). The upgrade is checked before any
  * handshake (path, Origin, session cookie or bearer token); each connection
- * then holds a few run subscriptions (runStream.ts) fed by the hub.
+ * then holds a few run subscriptions (runStream.ts) fed by the hub, and may
+ * send messages (`send`: the message POST with the subscription to its run
+ * implied, so no event of the new run can be stored before it is live here).
  *
  * Limits, each to keep one client from costing the others: 64 KB frames,
  * a message rate, a subscription cap, a cap on unsent bytes (a client that
@@ -17,10 +19,14 @@ import { SECOND } from "../config.js";
 import type { Logger } from "../ops/logger.js";
 import type { Pool } from "../db/pool.js";
 import type { Caller } from "../auth/middleware.js";
-import { ClientMessage, CLOSE_CODES, WS_PATH, type RealtimeErrorCode, type ServerMessage } from "../../shared/realtime.js";
+import { ClientMessage, CLOSE_CODES, MAX_REQUEST_ID_LENGTH, WS_PATH, type RealtimeErrorCode, type ServerMessage } from "../../shared/realtime.js";
+import { AGENT_NAMES, createMessageBody } from "../../shared/api.js";
+import { isUuid } from "../auth/session.js";
+import { describeInputError } from "../http/validate.js";
+import { OVERLOADED_RETRY_AFTER_S, type PostResult } from "../data/messages.js";
 import type { RunHub, StoredEvent } from "./hub.js";
 import type { RealtimeMetrics } from "./metrics.js";
-import { openRunStream, type RunStream } from "./runStream.js";
+import { openRunStream, type RunStream, type RunStreamOptions } from "./runStream.js";
 import { refuseUpgrade } from "./refuse.js";
 import { readRunForStream } from "./runAccess.js";
 
@@ -57,6 +63,10 @@ export interface RealtimeServerDeps {
   identify(req: IncomingMessage): Promise<Caller | null>;
   /** Requests a run's cancel; false when the run is not the caller's. */
   cancelRun(userId: string, runId: string): Promise<boolean>;
+  /** Stores a user message and queues its run, as the message POST does (MessageStore.post). */
+  postMessage(userId: string, conversationId: string, content: string, agent: string | undefined): Promise<PostResult>;
+  /** Agent names a message may ask for (default: the built-in list), as the message POST's. */
+  agentNames?: readonly string[];
   options?: RealtimeOptions;
 }
 
@@ -71,6 +81,8 @@ interface Connection {
   /** A child logger, made on first use (most connections never log). */
   readonly log: Logger;
   subs: Map<string, Slot>;
+  /** The requestIds of `send`s whose message is being stored; each holds a subscription's place. */
+  sending: Set<string>;
   bad: number;
   tokens: number;
   refilledAt: number;
@@ -100,6 +112,15 @@ const pathnameOf = (url: string | undefined) => {
   return q === -1 ? (url ?? "/") : (url ?? "/").slice(0, q);
 };
 
+type SendFrame = Extract<ClientMessage, { type: "send" }>;
+
+/** The requestId of a malformed `send`, when it is readable: its error frame then names the request. */
+function requestIdOf(frame: unknown): string | undefined {
+  if (typeof frame !== "object" || frame === null) return undefined;
+  const { type, requestId } = frame as { type?: unknown; requestId?: unknown };
+  return type === "send" && typeof requestId === "string" && requestId.length > 0 && requestId.length <= MAX_REQUEST_ID_LENGTH ? requestId : undefined;
+}
+
 const frameText = (data: RawData): string =>
   Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.isBuffer(data) ? data.toString("utf8") : Buffer.from(data).toString("utf8");
 
@@ -124,6 +145,7 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
   const maxSubscriptions = o.maxSubscriptions ?? 32;
   const closeTimeoutMs = o.closeTimeoutMs ?? 5 * SECOND;
   const allowedOrigins = new Set(config.security.corsOrigins);
+  const MessageBody = createMessageBody(config.security.maxMessageLength, deps.agentNames ?? AGENT_NAMES);
 
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload, clientTracking: false });
   wss.on("error", (err) => log.warn({ err }, "websocket server error"));
@@ -164,13 +186,13 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
 
   const send = (conn: Connection, msg: ServerMessage) => sendRaw(conn, JSON.stringify(msg));
 
-  const sendError = (conn: Connection, code: RealtimeErrorCode, message: string, runId?: string) =>
-    send(conn, { type: "error", code, message, ...(runId ? { runId } : {}) });
+  const sendError = (conn: Connection, code: RealtimeErrorCode, message: string, about: { runId?: string; requestId?: string } = {}) =>
+    send(conn, { type: "error", code, message, ...(about.runId ? { runId: about.runId } : {}), ...(about.requestId ? { requestId: about.requestId } : {}) });
 
-  /** A frame the server could not use: an `error` frame, and after too many the door. */
-  function bad(conn: Connection, code: RealtimeErrorCode, message: string) {
+  /** A frame the server could not use: an `error` frame (naming the `send` it was meant to be, if that much can be read), and after too many the door. */
+  function bad(conn: Connection, code: RealtimeErrorCode, message: string, requestId?: string) {
     conn.bad++;
-    sendError(conn, code, message);
+    sendError(conn, code, message, requestId ? { requestId } : {});
     if (conn.bad >= maxBadFrames) {
       conn.log.info({ badFrames: conn.bad }, "websocket client sent too many bad frames; closing with 1008");
       closeConnection(conn, CLOSE_CODES.policyViolation, "too many bad frames");
@@ -202,40 +224,18 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
     return true;
   }
 
-  async function subscribe(conn: Connection, runId: string, after: number) {
-    const existing = conn.subs.get(runId);
-    if (!existing && conn.subs.size >= maxSubscriptions) {
-      sendError(conn, "too_many_subscriptions", `At most ${maxSubscriptions} subscriptions per connection; unsubscribe first`, runId);
-      return;
-    }
-    existing?.stream?.close();
-    const slot: Slot = { stream: null };
-    conn.subs.set(runId, slot);
+  /** Subscriptions held and places reserved by `send`s under way: what the cap counts. */
+  const subscriptionsOf = (conn: Connection) => conn.subs.size + conn.sending.size;
+
+  const tooManySubscriptions = () => `At most ${maxSubscriptions} subscriptions per connection; unsubscribe first`;
+
+  /** The run's stream into `slot`, the connection's subscription to it; for subscribe and send alike. */
+  function streamInto(conn: Connection, runId: string, slot: Slot, from: Pick<RunStreamOptions, "after" | "knownSeq" | "finishedAtCheck" | "firstPage">) {
     const current = () => !conn.closing && conn.subs.get(runId) === slot;
-    let run;
-    try {
-      run = await readRunForStream(pool, conn.caller.id, runId, after);
-    } catch (err) {
-      if (!current()) return;
-      conn.subs.delete(runId);
-      conn.log.warn({ err, runId }, "subscribe failed");
-      sendError(conn, "internal", "Could not read the run; try again", runId);
-      return;
-    }
-    if (!current()) return;
-    if (!run) {
-      conn.subs.delete(runId);
-      sendError(conn, "not_found", "Run not found", runId);
-      return;
-    }
-    send(conn, { type: "subscribed", runId, after, lastSeq: run.lastSeq, status: run.status });
     slot.stream = openRunStream({
       hub,
       runId,
-      after,
-      knownSeq: run.lastSeq,
-      finishedAtCheck: run.finished,
-      firstPage: run.firstPage,
+      ...from,
       ...(o.afterReplayPage ? { afterReplayPage: o.afterReplayPage } : {}),
       sink: {
         send(event, live) {
@@ -252,35 +252,112 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
           if (!current()) return;
           conn.subs.delete(runId);
           conn.log.warn({ err, runId }, "run stream failed");
-          sendError(conn, "internal", "Reading the run's events failed; subscribe again", runId);
+          sendError(conn, "internal", "Reading the run's events failed; subscribe again", { runId });
         },
       },
     });
   }
 
+  async function subscribe(conn: Connection, runId: string, after: number) {
+    const existing = conn.subs.get(runId);
+    if (!existing && subscriptionsOf(conn) >= maxSubscriptions) {
+      sendError(conn, "too_many_subscriptions", tooManySubscriptions(), { runId });
+      return;
+    }
+    existing?.stream?.close();
+    const slot: Slot = { stream: null };
+    conn.subs.set(runId, slot);
+    const current = () => !conn.closing && conn.subs.get(runId) === slot;
+    let run;
+    try {
+      run = await readRunForStream(pool, conn.caller.id, runId, after);
+    } catch (err) {
+      if (!current()) return;
+      conn.subs.delete(runId);
+      conn.log.warn({ err, runId }, "subscribe failed");
+      sendError(conn, "internal", "Could not read the run; try again", { runId });
+      return;
+    }
+    if (!current()) return;
+    if (!run) {
+      conn.subs.delete(runId);
+      sendError(conn, "not_found", "Run not found", { runId });
+      return;
+    }
+    send(conn, { type: "subscribed", runId, after, lastSeq: run.lastSeq, status: run.status });
+    streamInto(conn, runId, slot, { after, knownSeq: run.lastSeq, finishedAtCheck: run.finished, firstPage: run.firstPage });
+  }
+
+  /**
+   * The message POST over the socket, subscribed to the new run at once: the
+   * hub subscription is registered in the same turn as the post's answer, so
+   * every event of the run (the first ones come soon after the commit) is
+   * either live here or in the replay that follows, and `sent` goes first.
+   * Each refusal comes before anything is stored.
+   */
+  async function postMessage(conn: Connection, m: SendFrame) {
+    const { requestId } = m;
+    const refuse = (code: RealtimeErrorCode, message: string) => sendError(conn, code, message, { requestId });
+    if (conn.sending.has(requestId)) return refuse("bad_request", "requestId: a send with this requestId is under way on this connection");
+    const body = MessageBody.safeParse({ content: m.content, ...(m.agent !== undefined ? { agent: m.agent } : {}) });
+    if (!body.success) return refuse("bad_request", describeInputError(body.error, "body"));
+    // As the POST's path id: one that is not a UUID names nothing.
+    if (!isUuid(m.conversationId)) return refuse("not_found", "Conversation not found");
+    if (subscriptionsOf(conn) >= maxSubscriptions) return refuse("too_many_subscriptions", tooManySubscriptions());
+    conn.sending.add(requestId);
+    let posted: PostResult;
+    try {
+      posted = await deps.postMessage(conn.caller.id, m.conversationId.toLowerCase(), body.data.content, body.data.agent);
+    } catch (err) {
+      conn.log.warn({ err, conversationId: m.conversationId }, "send failed");
+      return refuse("internal", "Could not store the message; try again");
+    } finally {
+      conn.sending.delete(requestId);
+    }
+    if (posted === "not_found") return refuse("not_found", "Conversation not found");
+    if (posted === "overloaded") return refuse("overloaded", `Too many runs are waiting; try again in ${OVERLOADED_RETRY_AFTER_S} seconds`);
+    // Stored, but the socket is closing (the client left, or the server is
+    // draining): the client learns the outcome by reloading the conversation.
+    if (conn.closing) return;
+    const runId = posted.run.id;
+    if (!send(conn, { type: "sent", requestId, message: posted.message, run: posted.run })) return;
+    const slot: Slot = { stream: null };
+    conn.subs.set(runId, slot);
+    // Nothing read yet: the run was just created for this caller (no
+    // ownership check needed), and whatever it stored meanwhile is replayed.
+    streamInto(conn, runId, slot, { after: 0, knownSeq: 0, finishedAtCheck: false });
+  }
+
   async function cancel(conn: Connection, runId: string) {
     try {
-      if (!(await deps.cancelRun(conn.caller.id, runId))) sendError(conn, "not_found", "Run not found", runId);
+      if (!(await deps.cancelRun(conn.caller.id, runId))) sendError(conn, "not_found", "Run not found", { runId });
     } catch (err) {
       conn.log.warn({ err, runId }, "cancel failed");
-      sendError(conn, "internal", "Could not cancel the run; try again", runId);
+      sendError(conn, "internal", "Could not cancel the run; try again", { runId });
     }
   }
 
   function onMessage(conn: Connection, data: RawData, isBinary: boolean) {
+    // Draining or closing: ignored, a `send` too (nothing is stored); the
+    // client sees the close and settles an unanswered send as unknown.
     if (conn.closing) return;
-    if (!takeToken(conn)) return bad(conn, "rate_limited", `More than ${rate} messages per second; slow down`);
-    if (isBinary) return bad(conn, "bad_request", "Frames must be JSON text");
     let parsed: unknown;
-    try {
-      parsed = JSON.parse(frameText(data));
-    } catch {
-      return bad(conn, "bad_request", "Frame is not valid JSON");
+    let json = !isBinary;
+    if (json) {
+      try {
+        parsed = JSON.parse(frameText(data));
+      } catch {
+        json = false;
+      }
     }
+    // A refused `send` still names its request, so the client is not left waiting for an answer.
+    if (!takeToken(conn)) return bad(conn, "rate_limited", `More than ${rate} messages per second; slow down`, requestIdOf(parsed));
+    if (isBinary) return bad(conn, "bad_request", "Frames must be JSON text");
+    if (!json) return bad(conn, "bad_request", "Frame is not valid JSON");
     const msg = ClientMessage.safeParse(parsed);
     if (!msg.success) {
       const issue = msg.error.issues[0];
-      return bad(conn, "bad_request", issue ? `${issue.path.join(".") || "frame"}: ${issue.message}` : "Invalid frame");
+      return bad(conn, "bad_request", issue ? `${issue.path.join(".") || "frame"}: ${issue.message}` : "Invalid frame", requestIdOf(parsed));
     }
     const m = msg.data;
     switch (m.type) {
@@ -298,6 +375,9 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
       case "cancel":
         cancel(conn, m.runId.toLowerCase()).catch((err: unknown) => conn.log.error({ err }, "cancel failed"));
         return;
+      case "send":
+        postMessage(conn, m).catch((err: unknown) => conn.log.error({ err }, "send failed"));
+        return;
       default: {
         const unreachable: never = m;
         return bad(conn, "bad_request", `Unknown frame ${JSON.stringify(unreachable)}`);
@@ -314,6 +394,7 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
         return (connLog ??= log.child({ userId: caller.id }));
       },
       subs: new Map(),
+      sending: new Set(),
       bad: 0,
       tokens: burst,
       refilledAt: performance.now(),

@@ -253,8 +253,10 @@ export class ChaosClient {
         }
         return;
       }
+      // This client posts over HTTP and never sends `send`: no `sent` comes.
       case "subscribed":
       case "unsubscribed":
+      case "sent":
         return;
       default: {
         const unreachable: never = f;

@@ -21,7 +21,8 @@ import { requestCancel } from "../../server/queue/cancel.js";
 import { appendEvents, type PendingEvent } from "../../server/queue/runEvents.js";
 import { createRunHub, type HubOptions, type RunHub } from "../../server/realtime/hub.js";
 import { createRealtimeMetrics } from "../../server/realtime/metrics.js";
-import { createRealtimeServer, type RealtimeOptions, type RealtimeServer } from "../../server/realtime/wsServer.js";
+import { createRealtimeServer, type RealtimeOptions, type RealtimeServer, type RealtimeServerDeps } from "../../server/realtime/wsServer.js";
+import { createMessageStore } from "../../server/data/messages.js";
 import { createRunEventsHandler, type SseOptions } from "../../server/realtime/sse.js";
 import { applyTextEvent, ServerMessage, type EventFrame } from "../../shared/realtime.js";
 import { startTestApp, type TestApp } from "./app.js";
@@ -40,6 +41,8 @@ export interface StackOptions {
   hub?: HubOptions;
   ws?: RealtimeOptions;
   sse?: SseOptions;
+  /** The WebSocket server's `send` (default: MessageStore.post on the test database, as services.ts wires it). */
+  postMessage?: RealtimeServerDeps["postMessage"];
 }
 
 export interface RealtimeStack {
@@ -91,6 +94,8 @@ export async function startRealtimeStack(db: TestDatabase, opts: StackOptions = 
   const identity = createIdentity({ config, log, pool: db.pool, dataDir });
   const runEvents = createRunEventsHandler({ pool: db.pool, hub, log, metrics, ...(opts.sse ? { options: opts.sse } : {}) });
   outer.use(createDataApi({ config, log, pool: db.pool, dataDir, identity, runEvents }));
+  // The message POST's store, as services.ts gives the WebSocket server.
+  const messages = createMessageStore(db.pool, { maxQueueDepth: config.agents.maxQueueDepth });
   const realtime = createRealtimeServer({
     config,
     log,
@@ -99,6 +104,7 @@ export async function startRealtimeStack(db: TestDatabase, opts: StackOptions = 
     metrics,
     identify: identity.identify,
     cancelRun: (userId, runId) => requestCancel(db.pool, userId, runId),
+    postMessage: opts.postMessage ?? ((userId, conversationId, content, agent) => messages.post(userId, conversationId, content, agent)),
     ...(opts.ws ? { options: opts.ws } : {}),
   });
   app.server.on("upgrade", (req, socket, head) => {

@@ -7,7 +7,7 @@ import { isUuid } from "../../auth/session.js";
 import { AppError, notFound } from "../errors.js";
 import { parseInput } from "../validate.js";
 import { toConversationDto, type ConversationStore } from "../../data/conversations.js";
-import type { MessageStore } from "../../data/messages.js";
+import { OVERLOADED_RETRY_AFTER_S, type MessageStore } from "../../data/messages.js";
 import { toRunDto, type RunStore } from "../../data/runs.js";
 
 export interface ChatRouteDeps {
@@ -88,7 +88,7 @@ export function createChatRouter(deps: ChatRouteDeps): Router {
     if (posted === "not_found") throw notFound("Conversation not found");
     if (posted === "overloaded") {
       // The message is written for the user: shown, unlike other 5xx messages.
-      throw new AppError("overloaded", 503, "Too many runs are waiting; try again shortly", { expose: true, headers: { "retry-after": "5" } });
+      throw new AppError("overloaded", 503, "Too many runs are waiting; try again shortly", { expose: true, headers: { "retry-after": String(OVERLOADED_RETRY_AFTER_S) } });
     }
     res.status(202).json(posted);
   });
