@@ -14,7 +14,12 @@
  *   while the WebSocket keeps retrying; once it is back they return to it.
  * - Offline: while the browser says it is offline no attempt is made; coming
  *   back online reconnects at once.
+ * - Sending: while the socket is open a message goes over it (`send`), which
+ *   subscribes to the new run in the same step; its `sent` answer registers
+ *   the run here before the next frame is read, so the run's first events,
+ *   which follow it on the socket, are applied like any other.
  */
+import type { PostMessageResponse } from "../../../shared/api";
 import type { ClientMessage, EventFrame, RunEventType, ServerMessage } from "../../../shared/realtime";
 import { backoffDelay } from "./backoff";
 
@@ -43,6 +48,51 @@ export interface ConnectionState {
   /** Failed attempts in a row. */
   failures: number;
 }
+
+/** A `send` refused by the server (nothing was stored): `code` as the API's, e.g. "overloaded". */
+export class SendRefused extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "SendRefused";
+  }
+}
+
+/**
+ * A `send` was written but no answer came (the socket closed first, or the
+ * server took too long): the message may or may not be stored. Never sent
+ * again automatically, that could store it twice.
+ */
+export class SendOutcomeUnknown extends Error {
+  constructor() {
+    super("The connection dropped before the server answered");
+    this.name = "SendOutcomeUnknown";
+  }
+}
+
+export interface SendRequest {
+  conversationId: string;
+  content: string;
+  agent?: string;
+}
+
+interface PendingSend {
+  /** Registers the run (see sendMessage); called once, when `sent` arrives. */
+  onSent(posted: PostMessageResponse): void;
+  resolve(posted: PostMessageResponse): void;
+  reject(err: Error): void;
+  settled: boolean;
+  timer: number;
+}
+
+/**
+ * How long a `send` may go unanswered before its outcome counts as unknown,
+ * ms. Its answer is a single statement; this covers a server that never
+ * answers (one that does not know `send`, during a rolling deploy).
+ */
+const SEND_ANSWER_TIMEOUT_MS = 15_000;
 
 export interface RunListener {
   /** Each event once, in `seq` order. */
@@ -92,6 +142,9 @@ export class RealtimeConnection {
   private started = false;
   private readonly url: string;
   private readonly random: () => number;
+  /** `send`s written on the current socket and not answered yet, by requestId. */
+  private readonly sends = new Map<string, PendingSend>();
+  private requestSeq = 0;
 
   constructor(opts: RealtimeOptions = {}) {
     this.url = opts.url ?? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${WS_PATH}`;
@@ -137,12 +190,13 @@ export class RealtimeConnection {
    * Streams the run's events after `after` to `listener` until a terminal
    * event, an error, or the returned function is called.
    */
-  watch(runId: string, listener: RunListener, after = 0): () => void {
+  watch(runId: string, listener: RunListener, after = 0, opts: { subscribed?: boolean } = {}): () => void {
     const existing = this.subs.get(runId);
     if (existing) this.drop(existing, false);
     const sub: Sub = { runId, lastSeq: after, listener, source: null, sseFailures: 0, retryTimer: null };
     this.subs.set(runId, sub);
-    this.attach(sub);
+    // `subscribed`: the server holds the subscription already (a `send`'s run).
+    if (!opts.subscribed) this.attach(sub);
     return () => {
       if (this.subs.get(runId) === sub) this.drop(sub, true);
     };
@@ -151,6 +205,43 @@ export class RealtimeConnection {
   /** Asks for the run's cancel over the socket; false when it is not open (use the HTTP API then). */
   cancel(runId: string): boolean {
     return this.send({ type: "cancel", runId });
+  }
+
+  /**
+   * Sends a message over the socket: the message POST, with the subscription
+   * to its run implied. Null when the socket is not open (use the HTTP POST).
+   *
+   * `onSent` runs when the answer arrives and before any later frame is read:
+   * it must register the run (`watch(run.id, listener, 0, { subscribed: true })`),
+   * whose events follow on the socket. It runs even for an answer that comes
+   * after the promise settled as unknown (a late one).
+   *
+   * Resolves with the stored message and run; rejects with SendRefused
+   * (nothing stored) or SendOutcomeUnknown.
+   */
+  sendMessage(req: SendRequest, onSent: (posted: PostMessageResponse) => void): Promise<PostMessageResponse> | null {
+    if (this.ws?.readyState !== WebSocket.OPEN) return null;
+    const requestId = `s${++this.requestSeq}-${Math.floor(this.random() * 2 ** 32).toString(36)}`;
+    return new Promise<PostMessageResponse>((resolve, reject) => {
+      const pending: PendingSend = {
+        onSent,
+        resolve,
+        reject,
+        settled: false,
+        // Left in `sends`: a late `sent` still registers its run.
+        timer: window.setTimeout(() => this.settle(pending, new SendOutcomeUnknown()), SEND_ANSWER_TIMEOUT_MS),
+      };
+      this.sends.set(requestId, pending);
+      this.send({ type: "send", requestId, conversationId: req.conversationId, content: req.content, ...(req.agent ? { agent: req.agent } : {}) });
+    });
+  }
+
+  private settle(pending: PendingSend, outcome: PostMessageResponse | Error) {
+    clearTimeout(pending.timer);
+    if (pending.settled) return;
+    pending.settled = true;
+    if (outcome instanceof Error) pending.reject(outcome);
+    else pending.resolve(outcome);
   }
 
   /** Runs being streamed right now. */
@@ -217,6 +308,9 @@ export class RealtimeConnection {
     ws.onclose = (e: CloseEvent) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      // Written, never answered: stored or not, only the server knows.
+      for (const pending of this.sends.values()) this.settle(pending, new SendOutcomeUnknown());
+      this.sends.clear();
       this.clearTimer("connectTimer");
       const stable = this.openedAt !== null && performance.now() - this.openedAt >= STABLE_AFTER_MS;
       this.openedAt = null;
@@ -235,6 +329,19 @@ export class RealtimeConnection {
         return;
       case "subscribed":
         return;
+      case "sent": {
+        const pending = this.sends.get(msg.requestId);
+        if (!pending) return;
+        this.sends.delete(msg.requestId);
+        const posted = { message: msg.message, run: msg.run };
+        try {
+          // Now, before the next frame (the run's first event may be it).
+          pending.onSent(posted);
+        } finally {
+          this.settle(pending, posted);
+        }
+        return;
+      }
       case "unsubscribed": {
         const sub = this.subs.get(msg.runId);
         // "finished" with nothing after our seq: the terminal event came before.
@@ -242,6 +349,12 @@ export class RealtimeConnection {
         return;
       }
       case "error": {
+        const pending = msg.requestId ? this.sends.get(msg.requestId) : undefined;
+        if (pending && msg.requestId) {
+          this.sends.delete(msg.requestId);
+          this.settle(pending, new SendRefused(msg.code, msg.message));
+          return;
+        }
         const sub = msg.runId ? this.subs.get(msg.runId) : undefined;
         if (!sub) return;
         if (msg.code === "not_found" || msg.code === "bad_request") {
