@@ -35,6 +35,7 @@ export const api = {
 
   listMessages: (conversationId: string, cursor?: string | null) =>
     request<Page<MessageDto>>(`/api/conversations/${enc(conversationId)}/messages?limit=100${cursor ? `&cursor=${enc(cursor)}` : ""}`),
+  /** The message POST; while the WebSocket is open the store sends over it instead (RealtimeConnection.sendMessage). */
   postMessage: (conversationId: string, content: string, agent?: string) =>
     request<PostMessageResponse>(`/api/conversations/${enc(conversationId)}/messages`, { method: "POST", body: agent ? { content, agent } : { content } }),
 
@@ -42,4 +43,4 @@ export const api = {
   cancelRun: (id: string) => request<RunDto>(`/api/runs/${enc(id)}/cancel`, { method: "POST" }),
 };
 
-export type { ConversationDto, MessageDto, RunDto };
+export type { ConversationDto, MessageDto, PostMessageResponse, RunDto };

@@ -5,9 +5,9 @@
  * the state object, so components compare by identity.
  */
 import { useSyncExternalStore } from "react";
-import { api, type AgentInfo, type ConversationDto, type MessageDto, type RunDto } from "../../api/client";
+import { api, type AgentInfo, type ConversationDto, type MessageDto, type PostMessageResponse, type RunDto } from "../../api/client";
 import { ApiError, describeError } from "../../api/http";
-import type { RealtimeConnection } from "../../realtime/connection";
+import { SendOutcomeUnknown, SendRefused, type RealtimeConnection } from "../../realtime/connection";
 import { getRoute, navigate } from "../../router";
 import { applyRunEvent, isFinished, newRunView, type RunView } from "./runView";
 import { runMemory } from "./runMemory";
@@ -208,7 +208,8 @@ export class ChatStore {
 
   // ------------------------------------------------------------ runs
 
-  private watchRun(runId: string, after: number) {
+  /** `subscribed`: the server holds the subscription already (the run of a socket `send`). */
+  private watchRun(runId: string, after: number, subscribed = false) {
     this.unwatch.get(runId)?.();
     const stop = this.realtime.watch(
       runId,
@@ -233,14 +234,15 @@ export class ChatStore {
         },
       },
       after,
+      { subscribed },
     );
     this.unwatch.set(runId, stop);
   }
 
-  private addRun(run: RunDto) {
+  private addRun(run: RunDto, subscribed: boolean) {
     this.set({ runs: { ...this.state.runs, [run.id]: newRunView(run) } });
     runMemory.remember({ runId: run.id, conversationId: run.conversationId, userMessageId: run.messageId });
-    this.watchRun(run.id, 0);
+    this.watchRun(run.id, 0, subscribed);
   }
 
   /** The run of the conversation still going, if any. */
@@ -280,17 +282,83 @@ export class ChatStore {
         navigate(`/c/${id}`);
       }
       const conversationId = id;
-      const { message, run } = await api.postMessage(conversationId, content, agent ?? undefined);
-      const thread = this.state.threads[conversationId];
-      this.setThread(conversationId, { status: thread?.status ?? "ready", messages: [...(thread?.messages ?? []), message], error: thread?.error ?? null });
-      this.addRun(run);
+      const known = new Set((this.state.threads[conversationId]?.messages ?? []).map((m) => m.id));
+      const post = async () => {
+        const posted = await api.postMessage(conversationId, content, agent ?? undefined);
+        this.accept(conversationId, posted, false);
+        return posted;
+      };
+      // Over the socket when it is open: the run is subscribed in the same step, so its first tokens are live.
+      const overSocket = this.realtime.sendMessage({ conversationId, content, ...(agent ? { agent } : {}) }, (posted) => this.accept(conversationId, posted, true));
+      let posted: PostMessageResponse;
+      try {
+        posted = await (overSocket ?? post());
+      } catch (err) {
+        if (err instanceof SendOutcomeUnknown) return await this.settleUnanswered(conversationId, content, known);
+        // Refused before anything was stored because this socket is busy: the POST does the same.
+        if (!(err instanceof SendRefused && (err.code === "too_many_subscriptions" || err.code === "rate_limited"))) throw err;
+        posted = await post();
+      }
       this.bump(conversationId);
       const conv = this.state.conversations.find((c) => c.id === conversationId);
-      if (conv && conv.title === DEFAULT_TITLE && (thread?.messages.length ?? 0) === 0) void this.rename(conversationId, titleFrom(content), true);
+      const first = !(this.state.threads[conversationId]?.messages ?? []).some((m) => m.id !== posted.message.id);
+      if (conv && conv.title === DEFAULT_TITLE && first) void this.rename(conversationId, titleFrom(content), true);
       return true;
     } catch (err) {
-      this.notify(err instanceof ApiError && err.code === "overloaded" ? "The server is busy; try again in a few seconds." : `Not sent: ${describeError(err)}`);
+      const code = err instanceof ApiError || err instanceof SendRefused ? err.code : null;
+      this.notify(code === "overloaded" ? "The server is busy; try again in a few seconds." : `Not sent: ${describeError(err)}`);
       return false;
+    }
+  }
+
+  /**
+   * A stored message and its run: shown, remembered, streamed. For a socket
+   * `send` this runs as its answer is read, before the run's first event.
+   */
+  private accept(conversationId: string, { message, run }: PostMessageResponse, subscribed: boolean) {
+    const thread = this.state.threads[conversationId];
+    // Already there when a reload after an unanswered send found it first.
+    if (!thread?.messages.some((m) => m.id === message.id)) {
+      this.setThread(conversationId, { status: thread?.status ?? "ready", messages: [...(thread?.messages ?? []), message], error: thread?.error ?? null });
+    }
+    if (!this.state.runs[run.id]) this.addRun(run, subscribed);
+  }
+
+  /**
+   * A socket `send` that got no answer (the socket closed first): stored or
+   * not, only the server knows, and sending again could store it twice. The
+   * conversation is reloaded: it shows the message if it was stored.
+   */
+  private async settleUnanswered(conversationId: string, content: string, known: ReadonlySet<string>): Promise<boolean> {
+    await this.loadThread(conversationId);
+    const thread = this.state.threads[conversationId];
+    if (thread?.status !== "ready") {
+      this.notify("The connection dropped while sending; the message may not have been sent. Check the conversation before sending it again.");
+      return false;
+    }
+    const stored = thread.messages.find((m) => m.role === "user" && !known.has(m.id) && m.content === content);
+    if (!stored) {
+      this.notify("Not sent: the connection dropped before the server answered. Send it again.");
+      return false;
+    }
+    this.bump(conversationId);
+    // Its run is unknown here (a message does not name its run), unless the answer came late after all.
+    if (!Object.values(this.state.runs).some((r) => r.userMessageId === stored.id)) {
+      this.notify("The connection dropped while sending; your message was sent, and its answer will show here when it is ready.");
+      void this.awaitAnswer(conversationId, stored.id);
+    }
+    return true;
+  }
+
+  /** Reloads the conversation now and then until the message has an answer after it (its run's stream cannot be followed). */
+  private async awaitAnswer(conversationId: string, userMessageId: string) {
+    for (let delay = 1000, waited = 0; waited < 120_000; waited += delay, delay = Math.min(delay * 2, 8000)) {
+      await new Promise((r) => setTimeout(r, delay));
+      const thread = this.state.threads[conversationId];
+      if (!thread || thread.status === "error" || Object.values(this.state.runs).some((r) => r.userMessageId === userMessageId)) return;
+      const i = thread.messages.findIndex((m) => m.id === userMessageId);
+      if (i === -1 || thread.messages.slice(i + 1).some((m) => m.role === "assistant")) return;
+      if (thread.status === "ready") await this.loadThread(conversationId);
     }
   }
 
