@@ -82,7 +82,7 @@ export const ClientMessage = z.discriminatedUnion("type", [
     type: z.literal("send"),
     requestId: RequestId,
     conversationId: z.string(),
-    content: z.unknown(),
+    content: z.unknown().optional(),
     agent: z.unknown().optional(),
   }),
 ]);
