@@ -3,13 +3,15 @@
  * WebSocket per tab; reconnecting with backoff and jitter and resuming the
  * open run with `after`; a visible connection state; Server-Sent Events
  * when the WebSocket cannot connect; the offline banner; a reload in the
- * middle of an answer that continues it without doubling any text.
+ * middle of an answer that continues it without doubling any text. Sending:
+ * over the open socket (`send`, no POST), by POST without it, and a send
+ * whose answer never comes, which is not sent again.
  *
  * The WebSocket is cut and refused through Playwright's WebSocket routing,
  * which proxies the page's socket to the real server and records both ways.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import type { Browser, Page, WebSocketRoute } from "playwright-core";
+import type { Browser, Page, Request, WebSocketRoute } from "playwright-core";
 import type { MessageDto, Page as ListPage } from "../shared/api.js";
 import type { EventFrame } from "../shared/realtime.js";
 import { backoffDelay, BACKOFF_BASE_MS } from "../client/src/realtime/backoff.js";
@@ -65,17 +67,29 @@ async function watchUntilDone(page: Page, timeoutMs = 40_000): Promise<{ samples
   return { samples, final, runId };
 }
 
+interface Attempt {
+  at: number;
+  route: WebSocketRoute;
+  /** What was forwarded each way. */
+  toServer: string[];
+  toPage: string[];
+}
+
 interface Proxy {
   /** One entry per connection attempt: when, and what went each way. */
-  attempts: { at: number; route: WebSocketRoute; toServer: string[]; toPage: string[] }[];
+  attempts: Attempt[];
   refuse: boolean;
+  /** Sees each frame from the page first; false: not forwarded. */
+  fromPage?: (frame: Record<string, unknown>, attempt: Attempt) => boolean;
+  /** Sees each frame from the server first; false: not forwarded. */
+  fromServer?: (frame: Record<string, unknown>, attempt: Attempt) => boolean;
 }
 
 /** Routes the page's `/ws` through Playwright: forwards and records, or refuses while `refuse` is set. */
 async function proxyWebSocket(page: Page): Promise<Proxy> {
   const proxy: Proxy = { attempts: [], refuse: false };
   await page.routeWebSocket(/\/ws$/, (ws) => {
-    const attempt = { at: Date.now(), route: ws, toServer: [] as string[], toPage: [] as string[] };
+    const attempt: Attempt = { at: Date.now(), route: ws, toServer: [], toPage: [] };
     proxy.attempts.push(attempt);
     if (proxy.refuse) {
       ws.close({ code: 1011, reason: "refused by the test" });
@@ -83,10 +97,12 @@ async function proxyWebSocket(page: Page): Promise<Proxy> {
     }
     const server = ws.connectToServer();
     ws.onMessage((m) => {
+      if (proxy.fromPage && !proxy.fromPage(JSON.parse(String(m)) as Record<string, unknown>, attempt)) return;
       attempt.toServer.push(String(m));
       server.send(m);
     });
     server.onMessage((m) => {
+      if (proxy.fromServer && !proxy.fromServer(JSON.parse(String(m)) as Record<string, unknown>, attempt)) return;
       attempt.toPage.push(String(m));
       ws.send(m);
     });
@@ -94,6 +110,14 @@ async function proxyWebSocket(page: Page): Promise<Proxy> {
     server.onClose((code, reason) => ws.close({ code, reason }));
   });
   return proxy;
+}
+
+const isMessagePost = (r: Request) => r.method() === "POST" && /\/api\/conversations\/[^/]+\/messages$/.test(new URL(r.url()).pathname);
+
+/** The user messages of the page's conversation, as stored. */
+async function storedQuestions(page: Page): Promise<string[]> {
+  const messages = await apiGet<ListPage<MessageDto>>(page, `/api/conversations/${conversationIdOf(page)}/messages`);
+  return messages.items.filter((m) => m.role === "user").map((m) => m.content);
 }
 
 const eventsIn = (frames: string[], runId: string) =>
@@ -136,6 +160,107 @@ describe("connection", () => {
     await context.close();
   });
 
+  it("with the socket open, a message goes over it as `send` (no POST) and its answer streams on it from seq 1", async () => {
+    const { context, page, errors } = await newPage(browser, env.baseUrl);
+    const posts: string[] = [];
+    page.on("request", (r) => {
+      if (isMessagePost(r)) posts.push(r.url());
+    });
+    const framesSent: Record<string, unknown>[] = [];
+    const framesReceived: string[] = [];
+    page.on("websocket", (ws) => {
+      ws.on("framesent", (f) => framesSent.push(JSON.parse(String(f.payload)) as Record<string, unknown>));
+      ws.on("framereceived", (f) => framesReceived.push(String(f.payload)));
+    });
+    await page.goto("/");
+    await eventually(() => connState(page)).toBe("open");
+
+    env.llm.script({ text: plainText(60, 51), chunkSize: 4, delayMs: 10 });
+    await send(page, "Tell me about orbits and signals");
+    const { final, runId } = await watchUntilDone(page);
+    expect(final).toBe((await storedAnswer(page, runId))?.trim());
+    expect(await storedQuestions(page)).toEqual(["Tell me about orbits and signals"]);
+
+    expect(posts).toEqual([]);
+    const sends = framesSent.filter((f) => f.type === "send");
+    expect(sends).toEqual([{ type: "send", requestId: expect.any(String), conversationId: conversationIdOf(page), content: "Tell me about orbits and signals" }]);
+    // The subscription came with it: the page never asked for the run.
+    expect(framesSent.filter((f) => f.type === "subscribe")).toEqual([]);
+    const received = framesReceived.map((f) => JSON.parse(f) as { type: string; requestId?: string; run?: { id: string } });
+    const answer = received.findIndex((f) => f.type === "sent" && f.requestId === sends[0]?.requestId);
+    expect(received[answer]?.run?.id).toBe(runId);
+    const events = eventsIn(framesReceived, runId);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+    expect(received.findIndex((f) => f.type === "event")).toBeGreaterThan(answer);
+    expect(events.at(-1)?.event).toBe("done");
+    expect(errors).toEqual([]);
+    await context.close();
+  });
+
+  it("a send whose answer never comes is not sent again: the conversation is reloaded, and shows the message and then its answer if it was stored", async () => {
+    const { context, page } = await newPage(browser, env.baseUrl);
+    const proxy = await proxyWebSocket(page);
+    let cut = false;
+    // The server stores the message and answers; the socket drops before the answer reaches the page.
+    proxy.fromServer = (f, attempt) => {
+      if (f.type !== "sent" || cut) return true;
+      cut = true;
+      attempt.route.close({ code: 4000, reason: "cut by the test" });
+      return false;
+    };
+    await page.goto("/");
+    await eventually(() => connState(page)).toBe("open");
+    env.llm.script({ text: "Lanterns light the harbor." });
+    await send(page, "Tell me about lanterns");
+    await page.getByRole("alert").filter({ hasText: "your message was sent, and its answer will show here when it is ready" }).waitFor();
+    expect(cut).toBe(true);
+    await page.locator("article.msg-user .bubble", { hasText: "Tell me about lanterns" }).waitFor();
+    // Its answer, once stored, found by reloading the conversation (its run's stream cannot be followed).
+    await page.locator('article.msg-assistant[data-phase="succeeded"]', { hasText: "Lanterns light the harbor." }).waitFor({ timeout: 30_000 });
+    expect(await storedQuestions(page)).toEqual(["Tell me about lanterns"]);
+    // Sent once: no socket attempt carried a second send, and nothing went by POST.
+    const sends = proxy.attempts.flatMap((a) => a.toServer.map((m) => JSON.parse(m) as { type: string })).filter((f) => f.type === "send");
+    expect(sends).toHaveLength(1);
+    expect(await page.locator("article.msg-user").count()).toBe(1);
+    expect(await composer(page).inputValue()).toBe("");
+    await context.close();
+  });
+
+  it("a send lost before the server read it: the user is told it was not sent and gets the text back; a refusal keeps its words", async () => {
+    const { context, page } = await newPage(browser, env.baseUrl);
+    const proxy = await proxyWebSocket(page);
+    let mode: "lose" | "overloaded" | "pass" = "lose";
+    proxy.fromPage = (f, attempt) => {
+      if (f.type !== "send" || mode === "pass") return true;
+      if (mode === "lose") attempt.route.close({ code: 4000, reason: "cut by the test" });
+      else attempt.route.send(JSON.stringify({ type: "error", code: "overloaded", message: "Too many runs are waiting; try again in 5 seconds", requestId: f.requestId }));
+      return false;
+    };
+    await page.goto("/");
+    await page.getByRole("button", { name: "New chat" }).click();
+    await page.waitForURL(/\/c\/[0-9a-f-]{36}$/);
+    await eventually(() => connState(page)).toBe("open");
+
+    await send(page, "Tell me about maples");
+    await page.getByRole("alert").filter({ hasText: "Not sent: the connection dropped before the server answered. Send it again." }).waitFor();
+    await eventually(() => composer(page).inputValue()).toBe("Tell me about maples");
+    expect(await storedQuestions(page)).toEqual([]);
+
+    await eventually(() => connState(page), { timeout: 10_000 }).toBe("open");
+    mode = "overloaded";
+    await composer(page).press("Enter");
+    await page.getByRole("alert").filter({ hasText: "The server is busy; try again in a few seconds." }).waitFor();
+    await eventually(() => composer(page).inputValue()).toBe("Tell me about maples");
+    expect(await storedQuestions(page)).toEqual([]);
+
+    mode = "pass";
+    env.llm.script({ text: "Maples turn red." });
+    await composer(page).press("Enter");
+    await page.locator('article.msg-assistant[data-phase="succeeded"]', { hasText: "Maples turn red." }).waitFor({ timeout: 15_000 });
+    expect(await storedQuestions(page)).toEqual(["Tell me about maples"]);
+    await context.close();
+  });
+
   it("reconnects after a drop and resumes the open run with `after`; no text lost or doubled", async () => {
     const { context, page } = await newPage(browser, env.baseUrl);
     const proxy = await proxyWebSocket(page);
@@ -174,8 +299,10 @@ describe("connection", () => {
     const proxy = await proxyWebSocket(page);
     proxy.refuse = true;
     const sse: string[] = [];
+    const posts: string[] = [];
     page.on("request", (r) => {
       if (r.url().includes("/events")) sse.push(r.url());
+      if (isMessagePost(r)) posts.push(r.url());
     });
     await page.goto("/");
 
@@ -188,6 +315,8 @@ describe("connection", () => {
     const { final, runId } = await watchUntilDone(page);
     expect(final).toBe((await storedAnswer(page, runId))?.trim());
     expect(sse.some((u) => u.includes(`/api/runs/${runId}/events`))).toBe(true);
+    // No socket to send on: the message went by POST.
+    expect(posts).toHaveLength(1);
 
     // The attempts so far were spaced by the backoff: step n waits between half and all of 2^n seconds.
     await eventually(() => proxy.attempts.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(4);
@@ -207,8 +336,12 @@ describe("connection", () => {
     const before = proxy.attempts.length;
     await send(page, "And one more about clouds");
     await eventually(() => page.locator('article.msg-assistant[data-phase="succeeded"]').count(), { timeout: 15_000 }).toBe(2);
+    // Sent over the socket it is back on, and streamed there; no POST this time.
     const last = proxy.attempts[before - 1];
-    expect(last?.toServer.some((m) => (JSON.parse(m) as { type: string }).type === "subscribe")).toBe(true);
+    const again = (await page.locator("article.msg-assistant").last().getAttribute("data-run-id")) ?? "";
+    expect(last?.toServer.map((m) => JSON.parse(m) as unknown)).toContainEqual(expect.objectContaining({ type: "send", content: "And one more about clouds" }));
+    expect(eventsIn(last?.toPage ?? [], again).length).toBeGreaterThan(0);
+    expect(posts).toHaveLength(1);
     await context.close();
   });
 
