@@ -212,7 +212,7 @@ describe("connection", () => {
     await eventually(() => connState(page)).toBe("open");
     env.llm.script({ text: "Lanterns light the harbor." });
     await send(page, "Tell me about lanterns");
-    await page.getByRole("alert").filter({ hasText: "your message was sent, and its answer will show here when it is ready" }).waitFor();
+    await page.getByRole("alert").filter({ hasText: "Your message was sent, but its answer cannot be followed live; it will show here when it is ready." }).waitFor();
     expect(cut).toBe(true);
     await page.locator("article.msg-user .bubble", { hasText: "Tell me about lanterns" }).waitFor();
     // Its answer, once stored, found by reloading the conversation (its run's stream cannot be followed).
@@ -226,14 +226,20 @@ describe("connection", () => {
     await context.close();
   });
 
-  it("a send lost before the server read it: the user is told it was not sent and gets the text back; a refusal keeps its words", async () => {
+  it("a send lost before the server read it: the user is told it was not sent and gets the text back; a refusal keeps its words; a server without `send` gets the POST", async () => {
     const { context, page } = await newPage(browser, env.baseUrl);
     const proxy = await proxyWebSocket(page);
-    let mode: "lose" | "overloaded" | "pass" = "lose";
+    const posts: string[] = [];
+    page.on("request", (r) => {
+      if (isMessagePost(r)) posts.push(r.url());
+    });
+    let mode: "lose" | "overloaded" | "old server" = "lose";
     proxy.fromPage = (f, attempt) => {
-      if (f.type !== "send" || mode === "pass") return true;
+      if (f.type !== "send") return true;
       if (mode === "lose") attempt.route.close({ code: 4000, reason: "cut by the test" });
-      else attempt.route.send(JSON.stringify({ type: "error", code: "overloaded", message: "Too many runs are waiting; try again in 5 seconds", requestId: f.requestId }));
+      else if (mode === "overloaded") attempt.route.send(JSON.stringify({ type: "error", code: "overloaded", message: "Too many runs are waiting; try again in 5 seconds", requestId: f.requestId }));
+      // What an instance from before `send` answers: an unknown frame type, no requestId.
+      else attempt.route.send(JSON.stringify({ type: "error", code: "bad_request", message: "type: Invalid input" }));
       return false;
     };
     await page.goto("/");
@@ -253,11 +259,14 @@ describe("connection", () => {
     await eventually(() => composer(page).inputValue()).toBe("Tell me about maples");
     expect(await storedQuestions(page)).toEqual([]);
 
-    mode = "pass";
+    expect(posts).toEqual([]);
+
+    mode = "old server";
     env.llm.script({ text: "Maples turn red." });
     await composer(page).press("Enter");
     await page.locator('article.msg-assistant[data-phase="succeeded"]', { hasText: "Maples turn red." }).waitFor({ timeout: 15_000 });
     expect(await storedQuestions(page)).toEqual(["Tell me about maples"]);
+    expect(posts).toHaveLength(1);
     await context.close();
   });
 

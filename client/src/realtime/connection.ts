@@ -49,11 +49,17 @@ export interface ConnectionState {
   failures: number;
 }
 
-/** A `send` refused by the server (nothing was stored): `code` as the API's, e.g. "overloaded". */
+/**
+ * A `send` refused by the server (nothing was stored): `code` as the API's,
+ * e.g. "overloaded". `unread`: the server did not take the frame as a `send`
+ * at all (an instance older than `send`, during a rolling deploy): the POST
+ * will do.
+ */
 export class SendRefused extends Error {
   constructor(
     readonly code: string,
     message: string,
+    readonly unread = false,
   ) {
     super(message);
     this.name = "SendRefused";
@@ -61,13 +67,13 @@ export class SendRefused extends Error {
 }
 
 /**
- * A `send` was written but no answer came (the socket closed first, or the
- * server took too long): the message may or may not be stored. Never sent
- * again automatically, that could store it twice.
+ * A `send` was written but no answer came: the socket closed first
+ * (`closed`), or the server took too long (`timeout`). The message may or may
+ * not be stored. Never sent again automatically, that could store it twice.
  */
 export class SendOutcomeUnknown extends Error {
-  constructor() {
-    super("The connection dropped before the server answered");
+  constructor(readonly reason: "closed" | "timeout") {
+    super(reason === "closed" ? "The connection dropped before the server answered" : "The server did not answer in time");
     this.name = "SendOutcomeUnknown";
   }
 }
@@ -229,7 +235,7 @@ export class RealtimeConnection {
         reject,
         settled: false,
         // Left in `sends`: a late `sent` still registers its run.
-        timer: window.setTimeout(() => this.settle(pending, new SendOutcomeUnknown()), SEND_ANSWER_TIMEOUT_MS),
+        timer: window.setTimeout(() => this.settle(pending, new SendOutcomeUnknown("timeout")), SEND_ANSWER_TIMEOUT_MS),
       };
       this.sends.set(requestId, pending);
       this.send({ type: "send", requestId, conversationId: req.conversationId, content: req.content, ...(req.agent ? { agent: req.agent } : {}) });
@@ -309,7 +315,7 @@ export class RealtimeConnection {
       if (this.ws !== ws) return;
       this.ws = null;
       // Written, never answered: stored or not, only the server knows.
-      for (const pending of this.sends.values()) this.settle(pending, new SendOutcomeUnknown());
+      for (const pending of this.sends.values()) this.settle(pending, new SendOutcomeUnknown("closed"));
       this.sends.clear();
       this.clearTimer("connectTimer");
       const stable = this.openedAt !== null && performance.now() - this.openedAt >= STABLE_AFTER_MS;
@@ -349,10 +355,21 @@ export class RealtimeConnection {
         return;
       }
       case "error": {
-        const pending = msg.requestId ? this.sends.get(msg.requestId) : undefined;
-        if (pending && msg.requestId) {
+        if (msg.requestId) {
+          const pending = this.sends.get(msg.requestId);
           this.sends.delete(msg.requestId);
-          this.settle(pending, new SendRefused(msg.code, msg.message));
+          if (pending) this.settle(pending, new SendRefused(msg.code, msg.message));
+          return;
+        }
+        // Naming neither a run nor a request: a frame the server could not
+        // read. This page's frames are well formed, so it is a `send` that an
+        // instance without `send` refused (the oldest one under way); nothing
+        // was stored. (A rate_limited one may answer any frame: not this.)
+        if (!msg.runId && msg.code === "bad_request") {
+          const [requestId, pending] = this.sends.entries().next().value ?? [];
+          if (requestId === undefined || !pending) return;
+          this.sends.delete(requestId);
+          this.settle(pending, new SendRefused(msg.code, msg.message, true));
           return;
         }
         const sub = msg.runId ? this.subs.get(msg.runId) : undefined;

@@ -13,6 +13,8 @@ import { applyRunEvent, isFinished, newRunView, type RunView } from "./runView";
 import { runMemory } from "./runMemory";
 
 export const DEFAULT_TITLE = "New conversation";
+/** After an unanswered `send`, how long to wait before the second look for its message, ms. */
+const UNANSWERED_SEND_GRACE_MS = 1500;
 
 export interface Thread {
   status: "loading" | "ready" | "error";
@@ -294,9 +296,10 @@ export class ChatStore {
       try {
         posted = await (overSocket ?? post());
       } catch (err) {
-        if (err instanceof SendOutcomeUnknown) return await this.settleUnanswered(conversationId, content, known);
-        // Refused before anything was stored because this socket is busy: the POST does the same.
-        if (!(err instanceof SendRefused && (err.code === "too_many_subscriptions" || err.code === "rate_limited"))) throw err;
+        if (err instanceof SendOutcomeUnknown) return await this.settleUnanswered(conversationId, content, known, err.reason);
+        // Refused before anything was stored because this socket is busy, or
+        // by a server that does not know `send`: the POST does the same.
+        if (!(err instanceof SendRefused && (err.unread || err.code === "too_many_subscriptions" || err.code === "rate_limited"))) throw err;
         posted = await post();
       }
       this.bump(conversationId);
@@ -329,22 +332,32 @@ export class ChatStore {
    * not, only the server knows, and sending again could store it twice. The
    * conversation is reloaded: it shows the message if it was stored.
    */
-  private async settleUnanswered(conversationId: string, content: string, known: ReadonlySet<string>): Promise<boolean> {
-    await this.loadThread(conversationId);
-    const thread = this.state.threads[conversationId];
-    if (thread?.status !== "ready") {
-      this.notify("The connection dropped while sending; the message may not have been sent. Check the conversation before sending it again.");
-      return false;
+  private async settleUnanswered(conversationId: string, content: string, known: ReadonlySet<string>, reason: "closed" | "timeout"): Promise<boolean> {
+    const find = async () => {
+      await this.loadThread(conversationId);
+      const thread = this.state.threads[conversationId];
+      return { thread, stored: thread?.status === "ready" ? thread.messages.find((m) => m.role === "user" && !known.has(m.id) && m.content === content) : undefined };
+    };
+    let { thread, stored } = await find();
+    // A post the server had under way when the socket closed commits a moment later: look once more before saying it was not.
+    if (!stored && thread?.status === "ready") {
+      await new Promise((r) => setTimeout(r, UNANSWERED_SEND_GRACE_MS));
+      ({ thread, stored } = await find());
     }
-    const stored = thread.messages.find((m) => m.role === "user" && !known.has(m.id) && m.content === content);
     if (!stored) {
-      this.notify("Not sent: the connection dropped before the server answered. Send it again.");
+      // Closed and still not there: not sent. Timed out: a slow server may
+      // still store it (its late answer would show it): say so.
+      this.notify(
+        reason === "closed" && thread?.status === "ready"
+          ? "Not sent: the connection dropped before the server answered. Send it again."
+          : "The server did not confirm the message; it may not have been sent. Check the conversation before sending it again.",
+      );
       return false;
     }
     this.bump(conversationId);
     // Its run is unknown here (a message does not name its run), unless the answer came late after all.
     if (!Object.values(this.state.runs).some((r) => r.userMessageId === stored.id)) {
-      this.notify("The connection dropped while sending; your message was sent, and its answer will show here when it is ready.");
+      this.notify("Your message was sent, but its answer cannot be followed live; it will show here when it is ready.");
       void this.awaitAnswer(conversationId, stored.id);
     }
     return true;
