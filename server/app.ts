@@ -5,7 +5,7 @@ import type { Metrics } from "./ops/metrics.js";
 import type { Lifecycle } from "./ops/lifecycle.js";
 import type { StaticHandlers } from "./static.js";
 import { installObserve } from "./http/middleware/observe.js";
-import { securityHeaders } from "./http/middleware/security.js";
+import { securityHeaders, type ApiRateLimiter } from "./http/middleware/security.js";
 import { createApiGate, installApiCompression } from "./http/middleware/apiGate.js";
 import { AppError, coerceError, notFound } from "./http/errors.js";
 import { createMetaHandler } from "./http/routes/meta.js";
@@ -25,6 +25,11 @@ export interface AppDeps {
    * fallback: the A2A cards and endpoints.
    */
   rootRouters?: Router[];
+  /**
+   * The API rate limit, shared with the WebSocket server's `send` (one budget
+   * per client). Absent: the app makes its own, for apps without a socket.
+   */
+  apiRateLimiter?: ApiRateLimiter;
   /** Told every response's duration, ms (the autoscaler's p95). */
   onResponse?: (ms: number) => void;
 }
@@ -54,7 +59,7 @@ export function createApp(deps: AppDeps): Express {
   // 404 ends every /api path), so API requests skip the file lookup.
   installApiCompression(app.response);
   const api = express.Router();
-  api.use(createApiGate(config));
+  api.use(createApiGate(config, deps.apiRateLimiter));
   api.get("/meta", createMetaHandler(deps));
   for (const r of deps.apiRouters ?? []) api.use(r);
   api.use((req: Request) => {

@@ -2,7 +2,7 @@ import express, { type Request, type Response, type NextFunction, type RequestHa
 import compression from "compression";
 import type { Config } from "../../config.js";
 import { AppError } from "../errors.js";
-import { apiRateLimit, corsFor } from "./security.js";
+import { createApiRateLimiter, corsFor, type ApiRateLimiter } from "./security.js";
 
 /** API JSON bodies from this size on are compressed (when the client accepts it). */
 export const COMPRESS_THRESHOLD_BYTES = 1024;
@@ -35,7 +35,9 @@ function isLarge(body: unknown): boolean {
  * 1. `Cache-Control: no-store`: API responses are per-user.
  * 2. CORS for CORS_ORIGINS (the `cors` package, only when an `Origin` header
  *    is sent: without one it sets nothing); an allowed preflight ends here.
- * 3. The rate limit (express-rate-limit): 429 JSON past it.
+ * 3. The rate limit (express-rate-limit): 429 JSON past it. `rateLimiter` is
+ *    the process's one limiter, which WebSocket sends count against too; a
+ *    gate given none makes its own (an app without a socket server).
  * 4. On POST/PUT/PATCH/DELETE: a body must be `application/json` (415), then
  *    it is parsed (`express.json`, BODY_LIMIT_BYTES → 413, malformed → 400).
  * 5. Compression, decided when the body is known (`installApiCompression`,
@@ -48,9 +50,9 @@ function isLarge(body: unknown): boolean {
  *    more than the route.
  *    Streams written with `res.write` (SSE) are never compressed.
  */
-export function createApiGate(config: Config): RequestHandler {
+export function createApiGate(config: Config, rateLimiter: ApiRateLimiter = createApiRateLimiter(config)): RequestHandler {
   const cors = corsFor(config);
-  const limit = apiRateLimit(config);
+  const limit = rateLimiter.middleware;
   const parseJson = express.json({ limit: config.server.bodyLimitBytes, strict: true });
   function afterLimit(req: Request, res: Response, next: NextFunction) {
     if (!BODY_METHODS.has(req.method)) return next();

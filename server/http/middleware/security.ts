@@ -1,6 +1,6 @@
 import helmet from "helmet";
 import cors from "cors";
-import { rateLimit, ipKeyGenerator } from "express-rate-limit";
+import { rateLimit, ipKeyGenerator, MemoryStore } from "express-rate-limit";
 import type { Request, Response, RequestHandler } from "express";
 import type { Config } from "../../config.js";
 import { AppError } from "../errors.js";
@@ -108,29 +108,78 @@ export function corsFor(config: Config): RequestHandler {
   });
 }
 
+/** One hit counted by `ApiRateLimiter.consume`. */
+export interface RateLimitVerdict {
+  /** True when this hit is past RATE_LIMIT_MAX for its window: refuse it. */
+  limited: boolean;
+  /** Seconds until the client's window ends and its count starts again (0 once it has ended), as the 429's Retry-After. */
+  retryAfterSeconds: number;
+}
+
 /**
- * 100 requests per 15 min per client IP by default; `req.ip` honours the
- * trusted hop count. The key is computed synchronously (the library's default
- * key generator is async and re-runs its configuration checks on every
- * request); IPv6 clients are keyed by their /56, as the default does.
+ * The API rate limit, one per process, shared by every way in that creates
+ * work: the /api middleware and the WebSocket `send` count hits in one store
+ * under one key per client, so a client has one budget whichever it uses.
  */
-export function apiRateLimit(config: Config): RequestHandler {
+export interface ApiRateLimiter {
+  /** The /api middleware: counts each request; past the limit, 429 JSON with RateLimit and Retry-After headers. */
+  readonly middleware: RequestHandler;
+  /**
+   * Counts one hit for a client IP (as `req.ip` would give it) in the
+   * middleware's store, under the middleware's key: a request that does not
+   * pass through Express (a WebSocket `send`).
+   */
+  consume(ip: string): Promise<RateLimitVerdict>;
+}
+
+/**
+ * The rate limit's key for a client IP: IPv6 clients share a limit per /56
+ * (ipKeyGenerator, as the library's default does); an IPv4 address, which has
+ * no colon, is its own key, without the library's IPv6 regex.
+ */
+export function rateLimitKey(ip: string): string {
+  return ip.includes(":") ? ipKeyGenerator(ip) : ip;
+}
+
+/** Seconds until `resetTime`, rounded up, as express-rate-limit computes Retry-After. */
+function secondsUntil(resetTime: Date | undefined, windowMs: number): number {
+  if (!resetTime) return Math.ceil(windowMs / 1000);
+  return Math.max(0, Math.ceil((resetTime.getTime() - Date.now()) / 1000));
+}
+
+/**
+ * RATE_LIMIT_MAX (default 100) hits per RATE_LIMIT_WINDOW_MS (default 15 min)
+ * per client IP; `req.ip` honours the trusted hop count. The key is computed
+ * synchronously (the library's default key generator is async and re-runs
+ * its configuration checks on every request). The store is a MemoryStore made
+ * here, so that `consume` can count in it too: per process, as before.
+ */
+export function createApiRateLimiter(config: Config): ApiRateLimiter {
   const { max, windowMs } = config.security.rateLimit;
-  return rateLimit({
+  const store = new MemoryStore();
+  const middleware = rateLimit({
     windowMs,
     limit: max,
+    store,
     standardHeaders: "draft-7",
     legacyHeaders: false,
-    keyGenerator: (req) => {
-      const ip = req.ip ?? req.socket.remoteAddress ?? "";
-      // IPv6 clients share a limit per /56 (ipKeyGenerator); an IPv4 address,
-      // which has no colon, is its own key, without the library's IPv6 regex.
-      return ip.includes(":") ? ipKeyGenerator(ip) : ip;
-    },
+    keyGenerator: (req) => rateLimitKey(req.ip ?? req.socket.remoteAddress ?? ""),
+    // That check reads the key generator's source for `req.ip` without
+    // `ipKeyGenerator`; rateLimitKey applies it, out of the check's sight.
+    validate: { keyGeneratorIpFallback: false },
     // The library sets RateLimit and Retry-After headers before calling this.
     handler: (_req, res) => {
       const err = new AppError("rate_limited", 429, "Too many requests; try again later");
       res.status(429).json(err.toBody());
     },
   });
+  return {
+    middleware,
+    async consume(ip) {
+      // What the middleware does with a request, past the key: one increment,
+      // limited once the count passes the limit (express-rate-limit's `totalHits > limit`).
+      const { totalHits, resetTime } = await store.increment(rateLimitKey(ip));
+      return { limited: totalHits > max, retryAfterSeconds: secondsUntil(resetTime, windowMs) };
+    },
+  };
 }
