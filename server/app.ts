@@ -4,6 +4,7 @@ import type { Logger } from "./ops/logger.js";
 import type { Metrics } from "./ops/metrics.js";
 import type { Lifecycle } from "./ops/lifecycle.js";
 import type { StaticHandlers } from "./static.js";
+import { compileTrustProxy } from "./http/clientIp.js";
 import { installObserve } from "./http/middleware/observe.js";
 import { securityHeaders, type ApiRateLimiter } from "./http/middleware/security.js";
 import { createApiGate, installApiCompression } from "./http/middleware/apiGate.js";
@@ -42,7 +43,9 @@ export function createApp(deps: AppDeps): Express {
   const { config, log, metrics } = deps;
   const app = express();
   app.disable("x-powered-by");
-  app.set("trust proxy", config.server.trustProxy);
+  // The compiled function, not the hop count: the WebSocket upgrade computes
+  // its client IP with the same one (http/clientIp.ts), for the rate limit.
+  app.set("trust proxy", compileTrustProxy(config.server.trustProxy));
   app.set("etag", false);
 
   // What every response gets, in one router layer: request id, metrics and
