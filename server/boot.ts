@@ -17,6 +17,7 @@ import { createMetrics, type Metrics } from "./ops/metrics.js";
 import type { HealthCheck } from "./ops/health.js";
 import { startMetricsServer } from "./ops/metricsServer.js";
 import { createApp } from "./app.js";
+import { createApiRateLimiter } from "./http/middleware/security.js";
 import { createStaticHandlers, createDevHandlers, type StaticHandlers } from "./static.js";
 import { createDeferredRouter, DB_ROUTE_PREFIXES, A2A_ROUTE_PREFIXES } from "./http/routes/deferred.js";
 import { createClientMetricsRouter } from "./http/routes/clientMetrics.js";
@@ -115,11 +116,15 @@ export async function boot(deps: BootDeps): Promise<void> {
   // Routes that need the database answer 503 until it is connected and migrated.
   const dbRoutes = createDeferredRouter(DB_ROUTE_PREFIXES);
   const rootRoutes = createDeferredRouter(A2A_ROUTE_PREFIXES);
+  // One API rate limit for the process: /api requests and WebSocket sends
+  // (services.ts) count against the same budget per client.
+  const apiRateLimiter = createApiRateLimiter(config);
   const app = createApp({
     config,
     log,
     metrics,
     lifecycle,
+    apiRateLimiter,
     // Client metrics need no database; the rest waits for it.
     apiRouters: [createClientMetricsRouter(metrics), dbRoutes.router],
     rootRouters: [rootRoutes.router],
@@ -214,7 +219,7 @@ export async function boot(deps: BootDeps): Promise<void> {
 
   // Loaded only now: agents (mathjs), the queue and the stream server are not needed to answer `/`.
   const { startServices } = await import("./services.js");
-  await startServices({ ...deps, metrics, pool, sessionPool, dbRoutes, rootRoutes, autoscaler, databaseUrl: url });
+  await startServices({ ...deps, metrics, pool, sessionPool, dbRoutes, rootRoutes, autoscaler, apiRateLimiter, databaseUrl: url });
 
   if (lifecycle.phase === "starting") {
     lifecycle.setPhase("ready");

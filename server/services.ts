@@ -11,6 +11,7 @@ import type { BootDeps } from "./boot.js";
 import type { Metrics } from "./ops/metrics.js";
 import type { Pool } from "./db/pool.js";
 import type { Autoscaler } from "./ops/autoscale.js";
+import type { ApiRateLimiter } from "./http/middleware/security.js";
 import { createCpuSampler, createMemorySampler } from "./ops/autoscale.js";
 import { createListener, type Listener } from "./db/listener.js";
 import { createLlmBudget } from "./agents/budget.js";
@@ -44,6 +45,8 @@ export interface ServiceDeps extends BootDeps {
   /** Root routes outside /api (A2A cards and endpoints), 503 until set. */
   rootRoutes: { set(handler: RequestHandler): void };
   autoscaler: Autoscaler;
+  /** The app's API rate limit (boot.ts): WebSocket sends count against it too. */
+  apiRateLimiter: ApiRateLimiter;
 }
 
 export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQueue | null; listener: Listener | null }> {
@@ -100,6 +103,7 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
       cancelRun: (userId, runId) => requestCancel(pool, userId, runId),
       postMessage: (userId, conversationId, content, agent) => messages.post(userId, conversationId, content, agent),
       agentNames: registry.names(),
+      rateLimiter: deps.apiRateLimiter,
     });
     deps.setUpgradeHandler(realtime.handleUpgrade);
     // Clients leave as soon as draining starts: they resume on another

@@ -15,7 +15,8 @@
  * so the run's first events are live on the socket however soon they come.
  * The answer is `sent {requestId, message, run}`, which precedes every event
  * frame of that run, or an `error` carrying the `requestId`; nothing is stored
- * on an error. A socket that closes before either arrives leaves the outcome
+ * on an error. Each `send` counts against the API rate limit as the POST
+ * would. A socket that closes before either arrives leaves the outcome
  * unknown: the client reloads the conversation rather than sending again.
  */
 import { z } from "zod";
@@ -96,7 +97,11 @@ export const REALTIME_ERROR_CODES = [
   "bad_request",
   /** No such run, or not the caller's. */
   "not_found",
-  /** Too many messages on this connection; the message was dropped. */
+  /**
+   * Too many messages on this connection (the message was dropped), or a
+   * `send` past the API rate limit, which counts a client's sends and HTTP
+   * requests together (nothing was stored; the message says when to retry).
+   */
   "rate_limited",
   /** The connection has as many subscriptions as it may hold. */
   "too_many_subscriptions",

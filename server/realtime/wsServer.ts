@@ -9,7 +9,10 @@
  * Limits, each to keep one client from costing the others: 64 KB frames,
  * a message rate, a subscription cap, a cap on unsent bytes (a client that
  * stops reading is closed with 1013 and resumes later with `after`), and a
- * ping every 25 s (two unanswered pings and the socket is cut).
+ * ping every 25 s (two unanswered pings and the socket is cut). A `send`
+ * also counts against the API rate limit (RATE_LIMIT_MAX per window per
+ * client IP), in the same store and under the same key as the client's HTTP
+ * requests: the socket is no way around it.
  */
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
@@ -19,6 +22,8 @@ import { SECOND } from "../config.js";
 import type { Logger } from "../ops/logger.js";
 import type { Pool } from "../db/pool.js";
 import type { Caller } from "../auth/middleware.js";
+import type { ApiRateLimiter } from "../http/middleware/security.js";
+import { clientIpOf, compileTrustProxy } from "../http/clientIp.js";
 import { ClientMessage, CLOSE_CODES, MAX_REQUEST_ID_LENGTH, WS_PATH, type RealtimeErrorCode, type ServerMessage } from "../../shared/realtime.js";
 import { AGENT_NAMES, createMessageBody } from "../../shared/api.js";
 import { isUuid } from "../auth/session.js";
@@ -67,6 +72,12 @@ export interface RealtimeServerDeps {
   postMessage(userId: string, conversationId: string, content: string, agent: string | undefined): Promise<PostResult>;
   /** Agent names a message may ask for (default: the built-in list), as the message POST's. */
   agentNames?: readonly string[];
+  /**
+   * The process's API rate limit, the one the /api middleware counts in: a
+   * `send` is one hit for the connection's client IP (found at the upgrade
+   * with TRUST_PROXY, as Express finds `req.ip`).
+   */
+  rateLimiter: Pick<ApiRateLimiter, "consume">;
   options?: RealtimeOptions;
 }
 
@@ -78,6 +89,8 @@ interface Slot {
 interface Connection {
   ws: WebSocket;
   caller: Caller;
+  /** The client's IP as `req.ip` gives it for this client's HTTP requests (TRUST_PROXY applied at the upgrade): the rate limit's key. */
+  ip: string;
   /** A child logger, made on first use (most connections never log). */
   readonly log: Logger;
   subs: Map<string, Slot>;
@@ -145,6 +158,7 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
   const maxSubscriptions = o.maxSubscriptions ?? 32;
   const closeTimeoutMs = o.closeTimeoutMs ?? 5 * SECOND;
   const allowedOrigins = new Set(config.security.corsOrigins);
+  const trustProxy = compileTrustProxy(config.server.trustProxy);
   const MessageBody = createMessageBody(config.security.maxMessageLength, deps.agentNames ?? AGENT_NAMES);
 
   const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload, clientTracking: false });
@@ -293,7 +307,10 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
    * hub subscription is registered in the same turn as the post's answer, so
    * every event of the run (the first ones come soon after the commit) is
    * either live here or in the replay that follows, and `sent` goes first.
-   * Each refusal comes before anything is stored.
+   * Each refusal comes before anything is stored. The API rate limit is
+   * counted last, after the checks that need no database (a frame refused by
+   * them is not counted, where the POST counts every request): past it,
+   * `rate_limited`, and nothing is stored.
    */
   async function postMessage(conn: Connection, m: SendFrame) {
     const { requestId } = m;
@@ -304,9 +321,16 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
     // As the POST's path id: one that is not a UUID names nothing.
     if (!isUuid(m.conversationId)) return refuse("not_found", "Conversation not found");
     if (subscriptionsOf(conn) >= maxSubscriptions) return refuse("too_many_subscriptions", tooManySubscriptions());
+    // Reserved before the limit is counted (an await): a second send with
+    // this requestId meanwhile is refused above, and the place is held.
     conn.sending.add(requestId);
     let posted: PostResult;
     try {
+      const verdict = await deps.rateLimiter.consume(conn.ip);
+      if (verdict.limited) {
+        const when = verdict.retryAfterSeconds > 0 ? `in ${verdict.retryAfterSeconds} seconds` : "now";
+        return refuse("rate_limited", `Too many requests; try again ${when}`);
+      }
       posted = await deps.postMessage(conn.caller.id, m.conversationId.toLowerCase(), body.data.content, body.data.agent);
     } catch (err) {
       conn.log.warn({ err, conversationId: m.conversationId }, "send failed");
@@ -385,11 +409,12 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
     }
   }
 
-  function onConnection(ws: WebSocket, caller: Caller) {
+  function onConnection(ws: WebSocket, caller: Caller, ip: string) {
     let connLog: Logger | undefined;
     const conn: Connection = {
       ws,
       caller,
+      ip,
       get log() {
         return (connLog ??= log.child({ userId: caller.id }));
       },
@@ -441,7 +466,9 @@ export function createRealtimeServer(deps: RealtimeServerDeps) {
       if (socket.destroyed) return;
       if (!accepting) return refuseUpgrade(socket, 503, "not_ready", "The server is shutting down; reconnect", { "retry-after": "1" });
       const who = caller;
-      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, who));
+      // Once per connection, from the upgrade request: its sends count against this IP's API budget.
+      const ip = clientIpOf(req, trustProxy);
+      wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws, who, ip));
     },
 
     get connections() {

@@ -11,6 +11,7 @@ import { createMetrics, type Metrics } from "../../server/ops/metrics.js";
 import { createLifecycle, type Lifecycle } from "../../server/ops/lifecycle.js";
 import { createProbeHandler } from "../../server/ops/health.js";
 import { createApp } from "../../server/app.js";
+import type { ApiRateLimiter } from "../../server/http/middleware/security.js";
 import type { StaticHandlers } from "../../server/static.js";
 import { createCapturedLogger } from "./logs.js";
 
@@ -30,6 +31,8 @@ export async function startTestApp(opts: {
   env?: Env;
   staticHandlers?: StaticHandlers;
   apiRouters?: Router[];
+  /** The /api rate limit, to share it with a WebSocket server (default: the app's own). */
+  apiRateLimiter?: ApiRateLimiter;
 } = {}): Promise<TestApp> {
   const config = loadConfig({ NODE_ENV: "test", LOG_LEVEL: "info", ...opts.env });
   const { log, lines: logLines } = createCapturedLogger(config);
@@ -42,6 +45,7 @@ export async function startTestApp(opts: {
     lifecycle,
     ...(opts.staticHandlers ? { staticHandlers: opts.staticHandlers } : {}),
     ...(opts.apiRouters ? { apiRouters: opts.apiRouters } : {}),
+    ...(opts.apiRateLimiter ? { apiRateLimiter: opts.apiRateLimiter } : {}),
   });
   const probe = createProbeHandler({
     lifecycle,

@@ -23,6 +23,7 @@ import { createRunHub, type HubOptions, type RunHub } from "../../server/realtim
 import { createRealtimeMetrics } from "../../server/realtime/metrics.js";
 import { createRealtimeServer, type RealtimeOptions, type RealtimeServer, type RealtimeServerDeps } from "../../server/realtime/wsServer.js";
 import { createMessageStore } from "../../server/data/messages.js";
+import { createApiRateLimiter } from "../../server/http/middleware/security.js";
 import { createRunEventsHandler, type SseOptions } from "../../server/realtime/sse.js";
 import { applyTextEvent, ServerMessage, type EventFrame } from "../../shared/realtime.js";
 import { startTestApp, type TestApp } from "./app.js";
@@ -83,7 +84,9 @@ export async function startRealtimeStack(db: TestDatabase, opts: StackOptions = 
   const { log, lines: logLines } = createCapturedLogger(config);
   const dataDir = mkdtempSync(path.join(tmpdir(), "esa-rt-"));
   const outer = Router();
-  const app = await startTestApp({ env, apiRouters: [outer] });
+  // One limiter for the app and the socket, as boot.ts makes it.
+  const apiRateLimiter = createApiRateLimiter(config);
+  const app = await startTestApp({ env, apiRouters: [outer], apiRateLimiter });
   const instanceId = `test-${randomBytes(4).toString("hex")}`;
 
   const listener = opts.listen === false ? null : createListener({ url: db.url, log });
@@ -105,6 +108,7 @@ export async function startRealtimeStack(db: TestDatabase, opts: StackOptions = 
     identify: identity.identify,
     cancelRun: (userId, runId) => requestCancel(db.pool, userId, runId),
     postMessage: opts.postMessage ?? ((userId, conversationId, content, agent) => messages.post(userId, conversationId, content, agent)),
+    rateLimiter: apiRateLimiter,
     ...(opts.ws ? { options: opts.ws } : {}),
   });
   app.server.on("upgrade", (req, socket, head) => {
