@@ -3,7 +3,8 @@
  * processes sharing one test database and one fake OpenAI provider: resume
  * across 50 random disconnects of a long run, a socket on one instance and
  * the run on another (LISTEN, and polling where LISTEN is off), and retries
- * in the stream. Only processes spawned here are signalled, by PID.
+ * in the stream, and sends counted in the API rate limit the built server
+ * wires. Only processes spawned here are signalled, by PID.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
@@ -217,6 +218,29 @@ describe("across instances", () => {
     // /health still reports the streams, saying the WebSockets are off.
     const health = (await (await fetch(`${d.baseUrl}/health`)).json()) as { checks: Record<string, unknown> };
     expect(health.checks.streams).toMatchObject({ status: "up", websockets: "disabled" });
+  });
+});
+
+describe("API rate limit", () => {
+  it("counts sends over the socket in the built server's one limiter: HTTP requests and sends share RATE_LIMIT_MAX", async () => {
+    const r = await spawn({ RATE_LIMIT_MAX: "3", ENABLE_AGENTS: "false" });
+    // Two hits: the session, then the conversation.
+    const c = await user(r);
+    const conv = await c.post("/api/conversations", {});
+    expect(conv.status).toBe(201);
+    const conversationId = conv.body.id as string;
+    const ws = await WsClient.open(r.wsUrl, { cookie: c.cookie });
+    const answer = (requestId: string) => {
+      ws.send({ type: "send", requestId, conversationId, content: `message ${requestId}` });
+      return ws.waitFor((f) => (f.type === "sent" || f.type === "error") && f.requestId === requestId);
+    };
+    expect(await answer("third")).toMatchObject({ type: "sent" });
+    expect(await answer("fourth")).toMatchObject({ type: "error", code: "rate_limited", requestId: "fourth" });
+    expect((await c.get(`/api/conversations/${conversationId}/messages`)).status).toBe(429);
+    await ws.close();
+    const stored = await db.pool.query("select content from messages where conversation_id = $1", [conversationId]);
+    expect(stored.rows).toEqual([{ content: "message third" }]);
+    await r.proc.stop();
   });
 });
 
