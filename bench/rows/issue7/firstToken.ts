@@ -95,9 +95,12 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
           const { offset, errorMs } = await clockOffset(page);
           await watchFor(page, marker, "article.msg-assistant");
           await composer.press("Enter");
-          // This sample's answer, finished (not an earlier one the page may show).
+          // The page's own stamps first, read as the baseline's are (a global, polled
+          // with evaluate): a locator's polling would query the DOM, and run its
+          // text matching in the page, while the first token is on its way.
+          const ft = await readStamps(page, 30_000);
+          // Then this sample's answer, finished (not an earlier one the page may show).
           await page.locator('article.msg-assistant[data-phase="succeeded"]', { hasText: marker }).waitFor({ timeout: 30_000 });
-          const ft = await readStamps(page, 5000);
           if (ft.enter === undefined) throw new Error("the page saw no Enter keydown");
           const sent = sends.get(marker)?.[1];
           if (sent === undefined) throw new Error(`the fake recorded no first content chunk for ${marker}`);
