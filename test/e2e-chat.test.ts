@@ -231,6 +231,42 @@ describe("chat", () => {
     await context.close();
   });
 
+  it("opening a conversation shows its end, also after the reader scrolled up in another", async () => {
+    const { context, page } = await newPage(browser, env.baseUrl, { viewport: { width: 1280, height: 600 } });
+    await page.goto("/");
+    const paragraphs = (n: number, what: string) => Array.from({ length: n }, (_, i) => `${what} paragraph ${i + 1}.`).join("\n\n");
+    const distanceFromBottom = () =>
+      page.locator(".thread").evaluate((el) => Math.round(el.scrollHeight - el.scrollTop - el.clientHeight));
+
+    env.llm.script({ text: paragraphs(50, "Rivers"), chunkSize: 400, delayMs: 5 });
+    await send(page, "Rivers of the world, at length");
+    await answerDone(page);
+    const rivers = conversationIdOf(page);
+
+    await page.getByRole("button", { name: "New chat" }).click();
+    await page.waitForURL((url) => url.pathname.startsWith("/c/") && !url.pathname.endsWith(rivers));
+    env.llm.script({ text: paragraphs(50, "Mountains"), chunkSize: 400, delayMs: 5 });
+    await send(page, "Mountains of the world, at length");
+    await answerDone(page);
+    // Scrolled to the top of this one: it no longer follows.
+    await page.locator(".thread").hover();
+    await page.mouse.wheel(0, -20_000);
+    await eventually(distanceFromBottom).toBeGreaterThan(500);
+
+    // Back to the first: shown from its end, not where the other was left.
+    await page.locator(`.conv-link[href="/c/${rivers}"]`).click();
+    await page.waitForURL(`**/c/${rivers}`);
+    await page.getByText("Rivers paragraph 50.").waitFor();
+    expect(await page.locator(".thread").evaluate((el) => el.scrollHeight > el.clientHeight * 2)).toBe(true);
+    await eventually(distanceFromBottom).toBeLessThan(2);
+
+    // And on a fresh load of its address.
+    await page.goto(`/c/${rivers}`);
+    await page.getByText("Rivers paragraph 50.").waitFor();
+    await eventually(distanceFromBottom).toBeLessThan(2);
+    await context.close();
+  });
+
   it("the stop button cancels the run", async () => {
     const { context, page } = await newPage(browser, env.baseUrl);
     await page.goto("/");
