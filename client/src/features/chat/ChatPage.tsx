@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { useServices } from "../../context";
 import { navigate } from "../../router";
 import { ActivityIcon, CloseIcon, MenuIcon, PlusIcon } from "../../ui/icons";
@@ -64,6 +64,8 @@ export function ChatPage({ conversationId }: { conversationId: string | null }) 
   const stopping = useChat(chat, (s) => (activeRunId ? s.runs[activeRunId]?.stopping === true : false));
   const active = useMemo(() => (activeRunId ? { runId: activeRunId, stopping } : null), [activeRunId, stopping]);
   const [drawer, setDrawer] = useState(false);
+  // Stable, so the memoized conversation items do not all render with every change.
+  const closeDrawer = useCallback(() => setDrawer(false), []);
   const composer = useRef<ComposerHandle>(null);
 
   useEffect(() => chat.open(conversationId), [chat, conversationId]);
@@ -118,7 +120,7 @@ export function ChatPage({ conversationId }: { conversationId: string | null }) 
           New chat
         </button>
         <nav className="conv-nav" aria-label="Your conversations">
-          <ConversationList onOpen={() => setDrawer(false)} />
+          <ConversationList onOpen={closeDrawer} />
         </nav>
         <a
           href="/status"

@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState, type KeyboardEvent, type MouseEvent } from "react";
+import { memo, useEffect, useRef, useState, type KeyboardEvent, type MouseEvent } from "react";
 import { useServices } from "../../context";
 import { navigate } from "../../router";
 import { PencilIcon, TrashIcon } from "../../ui/icons";
@@ -51,7 +51,8 @@ function RenameForm({ conversation, onDone }: { conversation: ConversationDto; o
   );
 }
 
-function ConversationItem({ conversation, current, onOpen }: { conversation: ConversationDto; current: boolean; onOpen: () => void }) {
+/** Memoized: sending a message re-orders the list, and only the items that changed need to render. */
+const ConversationItem = memo(function ConversationItem({ conversation, current, onOpen }: { conversation: ConversationDto; current: boolean; onOpen: () => void }) {
   const { chat } = useServices();
   const [mode, setMode] = useState<"view" | "rename" | "delete">("view");
   const href = `/c/${conversation.id}`;
@@ -99,7 +100,7 @@ function ConversationItem({ conversation, current, onOpen }: { conversation: Con
       </span>
     </li>
   );
-}
+});
 
 /** The user's conversations, newest first. */
 export function ConversationList({ onOpen }: { onOpen: () => void }) {
