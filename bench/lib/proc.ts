@@ -27,17 +27,10 @@ function clockTicks(): number {
   return ticksPerSecond;
 }
 
-/** User + system CPU time of a process (all its threads) so far, ms; 10 ms resolution. */
-export function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the parenthesised command name (which may hold spaces): state is the first.
-  const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const utime = Number(rest[11]);
-  const stime = Number(rest[12]);
-  return ((utime + stime) * 1000) / clockTicks();
-}
-
-/** The fields after a /proc/<pid>/stat command name, or null when the process is gone. */
+/**
+ * The fields after a /proc/<pid>/stat command name (which may hold spaces;
+ * state is the first), or null when the process is gone.
+ */
 function statFields(pid: number): string[] | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -45,6 +38,13 @@ function statFields(pid: number): string[] | null {
   } catch {
     return null;
   }
+}
+
+/** User + system CPU time of a process (all its threads) so far, ms; 10 ms resolution. */
+export function cpuMs(pid: number): number {
+  const f = statFields(pid);
+  if (!f) throw new Error(`no process with pid ${pid}`);
+  return ((Number(f[11]) + Number(f[12])) * 1000) / clockTicks();
 }
 
 /**
