@@ -20,7 +20,7 @@ import { createOrchestrator } from "./agents/orchestrator.js";
 import { createAgentsRouter } from "./agents/routes.js";
 import { agentsHealthCheck } from "./agents/health.js";
 import { createDataApi } from "./http/routes/api.js";
-import { createMessageStore } from "./data/messages.js";
+import { messageStoreFor } from "./data/messages.js";
 import { createIdentity } from "./auth/identity.js";
 import { requestCancel } from "./queue/cancel.js";
 import { createRunHub } from "./realtime/hub.js";
@@ -83,16 +83,16 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
 
   const api = Router();
   api.use(createAgentsRouter(registry));
-  api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), identity, agentNames: registry.names(), runEvents }));
+  // One store for every way in that posts a message: the POST, A2A and the WebSocket `send`.
+  const messages = messageStoreFor(config, pool);
+  api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), identity, agentNames: registry.names(), runEvents, messages }));
   deps.dbRoutes.set(api);
   const { createA2aRouter } = await import("./a2a/router.js");
-  deps.rootRoutes.set(createA2aRouter({ config, log, pool, hub, identity, registry }));
+  deps.rootRoutes.set(createA2aRouter({ config, log, pool, hub, identity, registry, messages }));
 
   if (config.features.websockets) {
     // `ws` loads only here, off the path of the first page (see boot.ts).
     const { createRealtimeServer } = await import("./realtime/wsServer.js");
-    // The message POST's store and options (http/routes/api.ts): `send` is that POST over the socket.
-    const messages = createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler });
     const realtime = createRealtimeServer({
       config,
       log,

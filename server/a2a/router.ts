@@ -24,7 +24,7 @@ import type { Identity } from "../auth/identity.js";
 import { describeAgent, type AgentRegistry } from "../agents/registry.js";
 import { createDb } from "../data/db.js";
 import { createConversationStore } from "../data/conversations.js";
-import { createMessageStore } from "../data/messages.js";
+import { messageStoreFor, type MessageStore } from "../data/messages.js";
 import { badRequest } from "../http/errors.js";
 import { a2aUserBuilder, requireBearer } from "./auth.js";
 import { ORCHESTRATOR, agentCard, endpointPaths, orchestratorCard } from "./cards.js";
@@ -37,6 +37,8 @@ export interface A2aDeps {
   hub: RunHub;
   identity: Identity;
   registry: AgentRegistry;
+  /** Shared with the message POST and the WebSocket `send` (default: a new one). */
+  messages?: MessageStore;
 }
 
 /** Cards may be cached this long by clients and proxies, seconds. */
@@ -55,7 +57,7 @@ export function createA2aRouter(deps: A2aDeps): Router {
   const { config, pool, hub, identity, registry } = deps;
   const db = createDb(pool);
   const conversations = createConversationStore(db);
-  const messages = createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler });
+  const messages = deps.messages ?? messageStoreFor(config, pool);
   const router = Router();
   const auth = requireBearer(identity);
 

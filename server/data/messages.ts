@@ -1,5 +1,6 @@
 import type { Message, Run } from "../../shared/schema.js";
 import type { MessageDto, Page, RunDto } from "../../shared/api.js";
+import type { Config } from "../config.js";
 import { statement, type Pool } from "../db/pool.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { toRunDto } from "./runs.js";
@@ -174,3 +175,11 @@ export function createMessageStore(pool: Pool, opts: MessageStoreOptions) {
 }
 
 export type MessageStore = ReturnType<typeof createMessageStore>;
+
+/**
+ * The store as every way in that posts a message uses it (the message POST,
+ * the WebSocket `send`, A2A): the configured queue depth limit, and named
+ * statements unless behind a transaction-mode pooler.
+ */
+export const messageStoreFor = (config: Config, pool: Pool): MessageStore =>
+  createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler });

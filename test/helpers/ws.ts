@@ -22,7 +22,7 @@ import { appendEvents, type PendingEvent } from "../../server/queue/runEvents.js
 import { createRunHub, type HubOptions, type RunHub } from "../../server/realtime/hub.js";
 import { createRealtimeMetrics } from "../../server/realtime/metrics.js";
 import { createRealtimeServer, type RealtimeOptions, type RealtimeServer, type RealtimeServerDeps } from "../../server/realtime/wsServer.js";
-import { createMessageStore } from "../../server/data/messages.js";
+import { messageStoreFor } from "../../server/data/messages.js";
 import { createApiRateLimiter } from "../../server/http/middleware/security.js";
 import { createRunEventsHandler, type SseOptions } from "../../server/realtime/sse.js";
 import { applyTextEvent, ServerMessage, type EventFrame } from "../../shared/realtime.js";
@@ -98,7 +98,7 @@ export async function startRealtimeStack(db: TestDatabase, opts: StackOptions = 
   const runEvents = createRunEventsHandler({ pool: db.pool, hub, log, metrics, ...(opts.sse ? { options: opts.sse } : {}) });
   outer.use(createDataApi({ config, log, pool: db.pool, dataDir, identity, runEvents }));
   // The message POST's store, as services.ts gives the WebSocket server.
-  const messages = createMessageStore(db.pool, { maxQueueDepth: config.agents.maxQueueDepth });
+  const messages = messageStoreFor(config, db.pool);
   const realtime = createRealtimeServer({
     config,
     log,

@@ -6,7 +6,7 @@ import type { Pool } from "../../db/pool.js";
 import { createIdentity, type Identity } from "../../auth/identity.js";
 import { createDb } from "../../data/db.js";
 import { createConversationStore } from "../../data/conversations.js";
-import { createMessageStore } from "../../data/messages.js";
+import { messageStoreFor, type MessageStore } from "../../data/messages.js";
 import { createRunStore } from "../../data/runs.js";
 import { createChatRouter } from "./chat.js";
 import { requestCancel } from "../../queue/cancel.js";
@@ -24,6 +24,8 @@ export interface DataApiDeps {
   identity?: Identity;
   /** The agent names a message may ask for (default: the built-in list). */
   agentNames?: readonly string[];
+  /** Shared with the WebSocket `send` and A2A (default: a new one). */
+  messages?: MessageStore;
   /** `GET /runs/:id/events`, the run's stream as SSE (realtime/sse.ts); absent, the route is not served. */
   runEvents?: RequestHandler;
 }
@@ -49,7 +51,7 @@ export function createDataApi(deps: DataApiDeps): Router {
     createChatRouter({
       config,
       conversations: createConversationStore(db),
-      messages: createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler }),
+      messages: deps.messages ?? messageStoreFor(config, pool),
       runs: createRunStore(db),
       cancelRun: (userId, runId) => requestCancel(pool, userId, runId),
       ...(deps.agentNames ? { agentNames: deps.agentNames } : {}),
