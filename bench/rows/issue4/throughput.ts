@@ -3,8 +3,8 @@
  * a time (over 10 conversations of one user), from the first POST until the
  * bench sees all N runs `succeeded` in the database (polled every 5 ms);
  * runs/s = N / elapsed. N (300 to 1000, the same for both sides) is what the
- * server ran in about 4 s during the warm-up (which is slower than the
- * trials), so the row stays well under 40 s on a fast or a slow machine. The
+ * server ran in about 4 s in the last batch of its warm-up, so the row stays
+ * well under a minute on a fast or a slow machine. The
  * server runs its queue as configured (MAX_CONCURRENT_JOBS 10), with
  * MAX_QUEUE_DEPTH raised so a burst of N is never shed.
  *
@@ -14,7 +14,12 @@
  * the N-th job succeeded.
  *
  * Rounds interleave like the load rows (B T, T B, B T) after an unmeasured
- * warm-up of each side; the best round of each counts. An info line gives
+ * warm-up of each side: batches of runs until it has run for WARMUP_S (at
+ * least two batches). 50 runs were too few: V8 was still compiling the hot
+ * paths through the trials (perf showed TurboFan's compiler at about a fifth
+ * of the server's CPU), so each side's rounds got faster one after the other
+ * and a trial measured the JIT more than the steady state a server spends its
+ * life in. The best round of each counts. An info line gives
  * each process's CPU time per run (from /proc, median over rounds): the
  * server's (taking the POSTs and running the runs) against the worker
  * baseline's (adding and running the jobs), steadier than runs/s on a busy
@@ -34,7 +39,9 @@ import { connect, submitRuns, waitSucceeded, workerDrain } from "./runs.js";
 
 const INFLIGHT = 10;
 const GOAL = 0.5;
-const WARMUP_RUNS = 50;
+/** Runs per warm-up batch, and how long each side warms up, at least. */
+const WARMUP_BATCH = 100;
+const WARMUP_S = 3;
 /** Runs per trial: what the server did in about this many seconds during the warm-up, within [MIN_N, MAX_N]. */
 const TRIAL_S = 4;
 const MIN_N = 300;
@@ -88,10 +95,15 @@ export const throughputRow: BenchRow = {
             const t = await workerDrain(bare.baseUrl, count, INFLIGHT);
             return { ms: t.ms, cpuMsPerRun: (cpuMs(bare.pid) - cpu0) / count, pgMsPerRun: (pgCpu() - pg0) / count };
           };
-          // Warm-up: connections, prepared statements, JIT. Its rate sizes N so a server trial takes about TRIAL_S.
-          const warm = await serverTrial(WARMUP_RUNS);
-          await baselineTrial(WARMUP_RUNS);
-          const n = ctx.options.quick ? 100 : Math.min(MAX_N, Math.max(MIN_N, Math.round(((WARMUP_RUNS * 1000) / warm.ms) * TRIAL_S / 50) * 50));
+          // Warm-up: connections, prepared statements, JIT. The last batch's rate sizes N so a server trial takes about TRIAL_S.
+          const warmUp = async <T extends { ms: number }>(trial: (count: number) => Promise<T>): Promise<T> => {
+            let last = await trial(WARMUP_BATCH);
+            for (let spent = last.ms, batches = 1; spent < WARMUP_S * 1000 || batches < 2; spent += last.ms, batches++) last = await trial(WARMUP_BATCH);
+            return last;
+          };
+          const warm = await warmUp(serverTrial);
+          await warmUp(baselineTrial);
+          const n = ctx.options.quick ? 100 : Math.min(MAX_N, Math.max(MIN_N, Math.round(((WARMUP_BATCH * 1000) / warm.ms) * TRIAL_S / 50) * 50));
 
           const measured: { rps: number; ms: number; submittedMs: number; cpuMsPerRun: number; pgMsPerRun: number; loadMsPerRun: number }[] = [];
           const baseline: { rps: number; ms: number; cpuMsPerRun: number; pgMsPerRun: number }[] = [];
