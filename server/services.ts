@@ -137,6 +137,8 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
           orchestrator,
           instanceId,
           graceMs,
+          // This instance's runs hand their events to its own subscribers at once (no NOTIFY round trip).
+          onStoredEvents: (rows) => hub.publish(rows),
           onStats: (s) => observe(s.queued, s.liveInstances),
         });
       } catch (err) {

@@ -13,7 +13,7 @@ import type { Config } from "../config.js";
 import type { Logger } from "../ops/logger.js";
 import type { Orchestrator } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
-import { createEventWriter, AttemptSuperseded, type Unwritten } from "./runEvents.js";
+import { createEventWriter, AttemptSuperseded, type StoredEventRow, type Unwritten } from "./runEvents.js";
 import { cancelUnstarted, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
 import type { RunNotifier } from "./runNotifier.js";
 import type { QueueMetrics } from "./metrics.js";
@@ -41,6 +41,8 @@ export interface ExecutorDeps {
   cancels: CancelWatch;
   /** Announces stored events (the claim and the endings do not NOTIFY). */
   notifier: RunNotifier;
+  /** Told the claim's and each write's events once committed: this instance's subscribers (the hub). */
+  onStored?: (rows: StoredEventRow[]) => void;
   metrics?: QueueMetrics;
   /** How many past messages an agent sees. */
   historyLimit?: number;
@@ -74,6 +76,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
       return;
     }
     const { run } = claim;
+    deps.onStored?.(claim.events);
     const log = deps.log.child({ runId, attempt: run.attempt });
     const started = performance.now();
     if (run.attempt === 1 && run.failures === 0) {
@@ -88,7 +91,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
     opts.shutdownSignal.addEventListener("abort", onShutdown, { once: true });
     const timeout = setTimeout(() => abort("timeout"), config.agents.jobTimeoutMs);
     const unwatch = deps.cancels.watch(runId, () => abort("cancel"));
-    const writer = createEventWriter(pool, runId, run.attempt, { prepared });
+    const writer = createEventWriter(pool, runId, run.attempt, { prepared, ...(deps.onStored ? { onStored: deps.onStored } : {}) });
     let agent = run.requested_agent ?? "unrouted";
     deps.metrics?.running.inc();
     // The claim's events (`status running`) are announced by the run's next

@@ -11,6 +11,7 @@ import type { Orchestrator } from "../agents/types.js";
 import { createCancelWatch } from "./cancel.js";
 import { createRunExecutor } from "./executeRun.js";
 import { createRunNotifier } from "./runNotifier.js";
+import type { StoredEventRow } from "./runEvents.js";
 import { startQueue, type Queue } from "./runner.js";
 import { createInstanceRegistry } from "./recovery.js";
 import { createQueueMetrics } from "./metrics.js";
@@ -34,6 +35,8 @@ export interface AgentQueueDeps {
   listener: Listener | null;
   orchestrator: Orchestrator;
   instanceId: string;
+  /** Told the events this instance's runs store, once committed (the realtime hub, for its local subscribers). */
+  onStoredEvents?: (rows: StoredEventRow[]) => void;
   /** After stop() begins, how long running runs may finish before they are handed back, ms. */
   graceMs: number;
   /** Called with fresh queue stats every sampling interval (autoscaler). */
@@ -51,7 +54,17 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     prepared: !config.database.transactionPooler,
     onError: () => deps.metrics.backgroundErrors.inc({ loop: "run-notify" }),
   });
-  const execute = createRunExecutor({ pool, config, log, instanceId: deps.instanceId, orchestrator: deps.orchestrator, cancels, notifier, metrics: queueMetrics });
+  const execute = createRunExecutor({
+    pool,
+    config,
+    log,
+    instanceId: deps.instanceId,
+    orchestrator: deps.orchestrator,
+    cancels,
+    notifier,
+    metrics: queueMetrics,
+    ...(deps.onStoredEvents ? { onStored: deps.onStoredEvents } : {}),
+  });
   // The runs an attempt here is executing: the recovery sweep hands back this
   // instance's other "running" runs (their ending was lost with the database).
   const inFlight = new Map<string, Promise<unknown>>();

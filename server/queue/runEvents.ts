@@ -16,10 +16,29 @@ export class AttemptSuperseded extends Error {
 }
 
 /**
+ * An event as stored, with the columns every reader makes its frame from:
+ * `data` is jsonb's text output and `stored_at` the row's created_at in ms
+ * since the epoch, as the hub reads them.
+ */
+export interface StoredEventRow {
+  run_id: string;
+  seq: number;
+  attempt: number;
+  type: RunEventType;
+  data: string;
+  stored_at: number;
+}
+
+/** `created_at` as the hub reads it (ms since the epoch). */
+export const STORED_AT_SQL = (column: string) => `(extract(epoch from ${column}) * 1000)::float8`;
+
+/**
  * Appends events to a run's log in one statement: `runs.last_seq` hands out
  * the sequence numbers (per run, increasing, assigned by the database) and a
  * NOTIFY tells every instance, on commit. $5/$6, when not null, also record
- * the run's route (agent, reason) in the same update.
+ * the run's route (agent, reason) in the same update. Answers the rows as
+ * stored (no row: the attempt was superseded), so the instance running the
+ * attempt can hand them to its own subscribers without reading them back.
  */
 const APPEND_SQL = `
 with s as (
@@ -32,11 +51,12 @@ with s as (
   insert into run_events (run_id, seq, attempt, type, data, created_at)
   select $1, s.last_seq - cardinality($3::text[]) + t.ord, $2, t.type, t.data, clock_timestamp()
   from s, unnest($3::text[], $4::jsonb[]) with ordinality as t(type, data, ord)
-  returning seq
+  returning seq, type, data, created_at
 ), n as (
   select pg_notify('${RUN_EVENTS_CHANNEL}', $1::text || ':' || max(seq)) from ins
 )
-select (select max(seq) from ins) as seq, (select count(*) from n) as notified`;
+select i.seq, i.type, i.data::text as data, ${STORED_AT_SQL("i.created_at")} as stored_at, (select count(*) from n) as notified
+from ins i order by i.seq`;
 
 export interface PendingEvent {
   type: RunEventType;
@@ -52,7 +72,23 @@ export interface RouteUpdate {
 /**
  * Only the run's current attempt may write: a superseded one (an instance
  * that was paused past the recovery window) gets AttemptSuperseded.
+ * Resolves with the rows as stored, in seq order.
  */
+export async function appendStoredEvents(
+  db: Queryable,
+  runId: string,
+  attempt: number,
+  events: PendingEvent[],
+  opts: { route?: RouteUpdate | null; prepared?: boolean } = {},
+): Promise<StoredEventRow[]> {
+  if (events.length === 0) return [];
+  const values = [runId, attempt, events.map((e) => e.type), events.map((e) => JSON.stringify(e.data ?? {})), opts.route?.agent ?? null, opts.route?.reason ?? null];
+  const r = await db.query<{ seq: number; type: RunEventType; data: string; stored_at: number }>(statement("esa_run_append_events", APPEND_SQL, values, opts.prepared ?? false));
+  if (r.rows.length === 0) throw new AttemptSuperseded(runId, attempt);
+  return r.rows.map((row) => ({ run_id: runId, seq: row.seq, attempt, type: row.type, data: row.data, stored_at: row.stored_at }));
+}
+
+/** {@link appendStoredEvents}, answering the last seq written (0 when there was nothing to write). */
 export async function appendEvents(
   db: Queryable,
   runId: string,
@@ -60,12 +96,8 @@ export async function appendEvents(
   events: PendingEvent[],
   opts: { route?: RouteUpdate | null; prepared?: boolean } = {},
 ): Promise<number> {
-  if (events.length === 0) return 0;
-  const values = [runId, attempt, events.map((e) => e.type), events.map((e) => JSON.stringify(e.data ?? {})), opts.route?.agent ?? null, opts.route?.reason ?? null];
-  const r = await db.query<{ seq: number | null }>(statement("esa_run_append_events", APPEND_SQL, values, opts.prepared ?? false));
-  const seq = r.rows[0]?.seq;
-  if (seq === null || seq === undefined) throw new AttemptSuperseded(runId, attempt);
-  return seq;
+  const rows = await appendStoredEvents(db, runId, attempt, events, opts);
+  return rows.at(-1)?.seq ?? 0;
 }
 
 /** Text deltas coalesced while a write is in flight become events of at most this many characters. */
@@ -90,8 +122,16 @@ export interface Unwritten {
  *
  * Nothing here waits for the write: errors (AttemptSuperseded, a lost
  * database) surface on the next call, on flush() or on close().
+ *
+ * `onStored` is told each write's rows once they are committed, in order
+ * (this instance's subscribers get them without a NOTIFY and a read back).
  */
-export function createEventWriter(pool: Pool, runId: string, attempt: number, opts: { prepared?: boolean } = {}) {
+export function createEventWriter(
+  pool: Pool,
+  runId: string,
+  attempt: number,
+  opts: { prepared?: boolean; onStored?: (rows: StoredEventRow[]) => void } = {},
+) {
   let pending: PendingEvent[] = [];
   /** The data of the last pending event when it is a text delta still open to more text. */
   let openText: { text: string } | null = null;
@@ -120,9 +160,14 @@ export function createEventWriter(pool: Pool, runId: string, attempt: number, op
     unschedule();
     if (inflight || closed || failure || pending.length === 0) return;
     const batch = take();
-    inflight = appendEvents(pool, runId, attempt, batch.events, { route: batch.route, prepared: opts.prepared ?? false }).then(
-      () => {
+    inflight = appendStoredEvents(pool, runId, attempt, batch.events, { route: batch.route, prepared: opts.prepared ?? false }).then(
+      (rows) => {
         inflight = null;
+        try {
+          opts.onStored?.(rows);
+        } catch {
+          // Nothing is lost: the write's NOTIFY brings the rows to every subscriber through the hub's read.
+        }
         write();
       },
       (err: unknown) => {

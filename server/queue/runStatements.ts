@@ -19,7 +19,7 @@
  */
 import { statement, type Pool } from "../db/pool.js";
 import type { ChatTurn } from "../agents/types.js";
-import { RUN_EVENTS_CHANNEL, type PendingEvent, type Unwritten } from "./runEvents.js";
+import { RUN_EVENTS_CHANNEL, STORED_AT_SQL, type PendingEvent, type StoredEventRow, type Unwritten } from "./runEvents.js";
 import { JOB_MAX_ATTEMPTS, RUN_TASK } from "./enqueue.js";
 
 export interface ClaimedRun {
@@ -54,6 +54,7 @@ with c as (
     (2, 'status', jsonb_build_object('status', 'running', 'attempt', c.failures + 1, 'of', $3::int))
   ) as e(ord, type, data)
   where e.ord = 2 or c.attempt > 1
+  returning seq, type, data, created_at
 ), h as (
   -- Lateral, so the conversation and the run's message are index bounds: a
   -- backward scan of messages_conversation_created_idx that stops after $4
@@ -71,7 +72,8 @@ with c as (
 )
 select c.id, c.user_id, c.conversation_id, c.message_id, c.requested_agent, c.attempt, c.failures, c.created_at,
   c.last_seq,
-  coalesce((select json_agg(json_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::json) as history
+  coalesce((select json_agg(json_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::json) as history,
+  (select json_agg(json_build_object('seq', ev.seq, 'type', ev.type, 'data', ev.data::text, 'stored_at', ${STORED_AT_SQL("ev.created_at")}) order by ev.seq) from ev) as events
 from c`;
 
 export interface Claim {
@@ -82,6 +84,8 @@ export interface Claim {
   content: string;
   /** The conversation up to and including it, oldest first. */
   turns: ChatTurn[];
+  /** The claim's events as stored (`reset` from the second attempt on, `status running`). */
+  events: StoredEventRow[];
 }
 
 /**
@@ -100,14 +104,22 @@ export async function claimRun(
   instanceId: string,
   opts: { maxAttempts: number; historyLimit: number; prepared: boolean },
 ): Promise<Claim | null> {
-  const r = await pool.query<ClaimedRun & { last_seq: number; history: { id: string; role: "user" | "assistant"; content: string }[] }>(
+  const r = await pool.query<
+    ClaimedRun & { last_seq: number; history: { id: string; role: "user" | "assistant"; content: string }[]; events: Omit<StoredEventRow, "run_id" | "attempt">[] | null }
+  >(
     statement("esa_run_claim", CLAIM_SQL, [runId, instanceId, opts.maxAttempts, opts.historyLimit], opts.prepared),
   );
   const row = r.rows[0];
   if (!row) return null;
-  const { history, last_seq: lastSeq, ...run } = row;
+  const { history, last_seq: lastSeq, events, ...run } = row;
   const own = history.find((m) => m.id === run.message_id);
-  return { run, lastSeq, content: own?.content ?? "", turns: history.map(({ role, content }) => ({ role, content })) };
+  return {
+    run,
+    lastSeq,
+    content: own?.content ?? "",
+    turns: history.map(({ role, content }) => ({ role, content })),
+    events: (events ?? []).map((e) => ({ ...e, run_id: run.id, attempt: run.attempt })),
+  };
 }
 
 /**

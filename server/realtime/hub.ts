@@ -12,7 +12,7 @@ import type { Pool } from "../db/pool.js";
 import type { Listener } from "../db/listener.js";
 import type { Logger } from "../ops/logger.js";
 import type { Metrics } from "../ops/metrics.js";
-import { RUN_EVENTS_CHANNEL } from "../queue/runEvents.js";
+import { RUN_EVENTS_CHANNEL, type StoredEventRow } from "../queue/runEvents.js";
 import type { RunEventType } from "../../shared/realtime.js";
 import { SECOND } from "../config.js";
 
@@ -64,13 +64,7 @@ interface Feed {
   dirty: boolean;
 }
 
-export interface EventRow {
-  run_id: string;
-  seq: number;
-  attempt: number;
-  type: RunEventType;
-  data: string;
-  stored_at: number;
+export interface EventRow extends StoredEventRow {
   local: boolean | null;
 }
 
@@ -162,14 +156,7 @@ export function createRunHub(deps: HubDeps) {
           const feed = feeds.get(row.run_id);
           if (!feed || row.seq <= feed.cursor) continue;
           feed.cursor = row.seq;
-          const event = toEvent(row);
-          for (const sink of [...feed.sinks]) {
-            try {
-              sink.deliver(event);
-            } catch (err) {
-              log.error({ err, runId: feed.runId }, "run event subscriber failed");
-            }
-          }
+          deliver(feed, toEvent(row));
         }
         // A full batch may have left rows behind: read again.
         if (rows.length >= batchRows) for (const f of targets) f.dirty = true;
@@ -178,6 +165,16 @@ export function createRunHub(deps: HubDeps) {
       reading = false;
     }
     if (!stopped && [...feeds.values()].some((f) => f.dirty)) schedule();
+  }
+
+  function deliver(feed: Feed, event: StoredEvent) {
+    for (const sink of [...feed.sinks]) {
+      try {
+        sink.deliver(event);
+      } catch (err) {
+        log.error({ err, runId: feed.runId }, "run event subscriber failed");
+      }
+    }
   }
 
   function onNotification(payload: string) {
@@ -227,6 +224,28 @@ export function createRunHub(deps: HubDeps) {
         f.sinks.delete(sink);
         if (f.sinks.size === 0 && feeds.get(id) === f) feeds.delete(id);
       };
+    },
+
+    /**
+     * Events a run executing on this instance has just stored (committed, in
+     * seq order): its subscribers here get them at once, not after the
+     * NOTIFY comes back and the rows are read again. Only rows that follow on
+     * from what the feed has delivered go this way; after a gap (events
+     * stored but not read yet) the feed reads from the table as usual, and
+     * the cursor keeps either way from delivering a row twice.
+     */
+    publish(rows: readonly StoredEventRow[]) {
+      for (const row of rows) {
+        const feed = feeds.get(row.run_id.toLowerCase());
+        if (!feed || row.seq <= feed.cursor) continue;
+        if (row.seq !== feed.cursor + 1) {
+          feed.dirty = true;
+          schedule();
+          continue;
+        }
+        feed.cursor = row.seq;
+        deliver(feed, toEvent({ ...row, local: true }));
+      }
     },
 
     /** The run's stored events after `after`, oldest first (a replay page). */
