@@ -31,7 +31,7 @@ afterAll(async () => {
 const seqs = (frames: { seq: number }[]) => frames.map((f) => f.seq);
 
 /** A subscriber of `runId` that has seen `subscribed` (so the feed exists and its first read is done). */
-async function subscriber(cookie: string, runId: string) {
+async function subscriber(cookie: string | undefined, runId: string) {
   const ws = await WsClient.open(stack.wsUrl, { cookie });
   ws.send({ type: "subscribe", runId });
   await ws.waitFor((f) => f.type === "subscribed" && f.runId === runId);
