@@ -43,6 +43,7 @@ export function watchFor(page: Page, text: string, selector: string): Promise<un
     const now = () => performance.timeOrigin + performance.now();
     const w = window;
     w.__ft = {};
+    w.__ftPainted = new Promise((resolve) => { w.__ftResolve = resolve; });
     document.addEventListener("keydown", (e) => {
       if (e.key === "Enter" && !e.shiftKey && w.__ft.enter === undefined) w.__ft.enter = now();
     }, { capture: true });
@@ -53,7 +54,7 @@ export function watchFor(page: Page, text: string, selector: string): Promise<un
       mo.disconnect();
       requestAnimationFrame(() => {
         w.__ft.frame = now();
-        setTimeout(() => { w.__ft.painted = now(); }, 0);
+        setTimeout(() => { w.__ft.painted = now(); w.__ftResolve(w.__ft); }, 0);
       });
     });
     mo.observe(document.body, { subtree: true, childList: true, characterData: true });
@@ -61,20 +62,22 @@ export function watchFor(page: Page, text: string, selector: string): Promise<un
 }
 
 /**
- * Waits for the painted stamp and returns all stamps. Polls with evaluate:
- * waitForFunction with a string predicate evals in the page, which the app's
- * CSP (script-src 'self') refuses. The stamps are taken in the page, so the
- * polling interval does not enter the figures.
+ * Waits for the painted stamp and returns all stamps: one evaluate that
+ * awaits the watcher's promise in the page. Polling (an evaluate every 10 ms)
+ * cost the bench, the browser process and the page CPU while the token was on
+ * its way, on a machine whose spare CPU is what the figure depends on.
+ * (waitForFunction with a string predicate evals in the page, which the app's
+ * CSP, script-src 'self', refuses.)
  */
 export async function readStamps(page: Page, timeoutMs = 10_000): Promise<Stamps> {
-  const until = performance.now() + timeoutMs;
-  for (;;) {
-    const ft = (await page.evaluate("window.__ft && window.__ft.painted !== undefined ? window.__ft : null")) as Stamps | null;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)));
+  try {
+    const ft = (await Promise.race([page.evaluate("window.__ftPainted"), timedOut])) as Stamps | null;
     if (ft) return ft;
-    if (performance.now() > until) {
-      const state = await page.evaluate("JSON.stringify({ ft: window.__ft, url: location.href, hidden: document.hidden, text: [...document.querySelectorAll('article')].map((a) => a.textContent).join(' | ').slice(0, 300) })");
-      throw new Error(`the token was not painted within ${timeoutMs} ms; page: ${String(state)}`);
-    }
-    await new Promise((r) => setTimeout(r, 10));
+  } finally {
+    clearTimeout(timer);
   }
+  const state = await page.evaluate("JSON.stringify({ ft: window.__ft, url: location.href, hidden: document.hidden, text: [...document.querySelectorAll('article')].map((a) => a.textContent).join(' | ').slice(0, 300) })");
+  throw new Error(`the token was not painted within ${timeoutMs} ms; page: ${String(state)}`);
 }
