@@ -76,8 +76,13 @@ export function createRunExecutor(deps: ExecutorDeps) {
       return;
     }
     const { run } = claim;
-    deps.onStored?.(claim.events);
     const log = deps.log.child({ runId, attempt: run.attempt });
+    try {
+      deps.onStored?.(claim.events);
+    } catch (err) {
+      // Nothing is lost: the run's next NOTIFY brings the claim's events through the hub's read.
+      log.warn({ err }, "handing the claim's events to local subscribers failed");
+    }
     const started = performance.now();
     if (run.attempt === 1 && run.failures === 0) {
       deps.metrics?.startLatency.observe((Date.now() - new Date(run.created_at).getTime()) / 1000);
