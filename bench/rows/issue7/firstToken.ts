@@ -17,8 +17,9 @@
  * the token has gone through style, layout and paint. Page and bench clocks
  * are aligned per page by round trips (error ≤ RTT / 2, kept in the JSON).
  *
- * One browser tab, loaded afresh for each sample (the WebSocket is open before
- * Enter: the header shows "Live"); each sample waits for its answer to finish. Each app sample
+ * One browser page per sample, so each first token is the first of a fresh
+ * renderer (the WebSocket is open before Enter: the header shows "Live"; then
+ * SETTLE_MS); each sample waits for its answer to finish. Each app sample
  * is followed by one of the baseline (relayBaseline.ts: a bare SSE → ws relay
  * appending text to a page), so both see the same machine.
  */
@@ -33,6 +34,16 @@ import { startRelayBaseline, type BaselineSample } from "./relayBaseline.js";
 
 const GOAL_MS = 50;
 const CHUNK_DELAY_MS = 20;
+/**
+ * After a new page is up and live, before the sample starts. A new page is a
+ * new window in Chromium's new headless mode: besides the page's renderer it
+ * starts a top-chrome WebUI renderer of Chromium's own, which ps showed at
+ * 40-60 % of a core one and two seconds after it started, that is while the
+ * first token was on its way. Three runs with this wait: p99 33, 37 and 39 ms;
+ * four without: 31, 56, 63 and 64 ms. The app's own load is over long before
+ * (the page waits for "Live"); each sample still gets a fresh renderer.
+ */
+const SETTLE_MS = 2500;
 
 
 
@@ -82,44 +93,46 @@ async function run(ctx: BenchContext): Promise<Measurement[]> {
       const out: Sample[] = [];
       const bases: BaselineSample[] = [];
       ctx.progress(`${samples} answers (after 2 warm-ups), one fresh page each`);
-      // One tab for every sample, loaded afresh each time, as a user's tab is:
-      // a new page per sample opened a new window, whose renderers (the
-      // page's, and Chromium's own top-chrome WebUI at nice 5) were still
-      // starting, at 40-60 % of a core, while the first token was on its way.
-      const page = await context.newPage();
       for (let i = 0; i < samples + 2; i++) {
         const id = idFor(i);
         const marker = markerOf(id);
-        await page.goto(server.baseUrl + "/", { waitUntil: "load" });
-        await page.locator('.conn[data-state="open"]').waitFor({ timeout: 20_000 });
-        const composer = page.getByLabel("Message", { exact: true });
-        await composer.fill(`first token ${id}`);
-        calibrateWallClock();
-        const { offset, errorMs } = await clockOffset(page);
-        await watchFor(page, marker, "article.msg-assistant");
-        await composer.press("Enter");
-        // The page's own stamps first, read as the baseline's are (one evaluate
-        // awaiting them): a locator's polling would query the DOM, and run its
-        // text matching in the page, while the first token is on its way.
-        const ft = await readStamps(page, 30_000);
-        // Then this sample's answer, finished (not an earlier one the page may show).
-        await page.locator('article.msg-assistant[data-phase="succeeded"]', { hasText: marker }).waitFor({ timeout: 30_000 });
-        if (ft.enter === undefined) throw new Error("the page saw no Enter keydown");
-        const sent = sends.get(marker)?.[1];
-        if (sent === undefined) throw new Error(`the fake recorded no first content chunk for ${marker}`);
-        const base = await baseline.sample(`${marker}base`);
-        if (i < 2) continue;
-        bases.push(base);
-        const sentPage = sent + offset;
-        // A token cannot show before it was sent: past the alignment error, the measurement is broken, not fast.
-        if (ft.seen - sentPage < -(errorMs + 1)) throw new Error(`${marker} showed ${round(sentPage - ft.seen, 1)} ms before the fake sent it (clock error ≤ ${round(errorMs, 2)} ms)`);
-        out.push({
-          sentToPainted: ft.painted - sentPage,
-          enterToPainted: ft.painted - ft.enter,
-          sentToSeen: ft.seen - sentPage,
-          seenToPainted: ft.painted - ft.seen,
-          clockErrorMs: errorMs,
-        });
+        const page = await context.newPage();
+        try {
+          await page.goto(server.baseUrl + "/", { waitUntil: "load" });
+          await page.locator('.conn[data-state="open"]').waitFor({ timeout: 20_000 });
+          // Chromium's own start of the new window, not the app, settles first (see SETTLE_MS).
+          await page.waitForTimeout(SETTLE_MS);
+          const composer = page.getByLabel("Message", { exact: true });
+          await composer.fill(`first token ${id}`);
+          calibrateWallClock();
+          const { offset, errorMs } = await clockOffset(page);
+          await watchFor(page, marker, "article.msg-assistant");
+          await composer.press("Enter");
+          // The page's own stamps first, read as the baseline's are (one evaluate
+          // awaiting them): a locator's polling would query the DOM, and run its
+          // text matching in the page, while the first token is on its way.
+          const ft = await readStamps(page, 30_000);
+          // Then this sample's answer, finished (not an earlier one the page may show).
+          await page.locator('article.msg-assistant[data-phase="succeeded"]', { hasText: marker }).waitFor({ timeout: 30_000 });
+          if (ft.enter === undefined) throw new Error("the page saw no Enter keydown");
+          const sent = sends.get(marker)?.[1];
+          if (sent === undefined) throw new Error(`the fake recorded no first content chunk for ${marker}`);
+          const base = await baseline.sample(`${marker}base`);
+          if (i < 2) continue;
+          bases.push(base);
+          const sentPage = sent + offset;
+          // A token cannot show before it was sent: past the alignment error, the measurement is broken, not fast.
+          if (ft.seen - sentPage < -(errorMs + 1)) throw new Error(`${marker} showed ${round(sentPage - ft.seen, 1)} ms before the fake sent it (clock error ≤ ${round(errorMs, 2)} ms)`);
+          out.push({
+            sentToPainted: ft.painted - sentPage,
+            enterToPainted: ft.painted - ft.enter,
+            sentToSeen: ft.seen - sentPage,
+            seenToPainted: ft.painted - ft.seen,
+            clockErrorMs: errorMs,
+          });
+        } finally {
+          await page.close();
+        }
       }
       const col = (k: keyof Sample) => out.map((s) => s[k]);
       const q = (k: keyof Sample, p: number) => round(quantile(col(k), p), 1);
