@@ -114,6 +114,7 @@ async function main(): Promise<number> {
         results.push(failed(row, err));
       }
       console.error(`  (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+      if (!interrupted) await ctx.betweenRows().catch((err: unknown) => console.error("  ✗ between rows:", err));
     }
   } finally {
     await ctx.close();
