@@ -145,3 +145,22 @@ describe("fake LLM wire format", () => {
     }
   });
 });
+
+describe("replies bound to a message", () => {
+  const textOf = async (content: string) => {
+    const res = await post({ ...streamBody, messages: [{ role: "user", content }] });
+    return dataLines(await res.text())
+      .slice(0, -1)
+      .map((l) => (JSON.parse(l) as Chunk).choices[0]?.delta.content ?? "")
+      .join("");
+  };
+
+  it("scriptFor replies go to their message only, in order, ahead of script()'s queue", async () => {
+    fake.script({ text: "queued" });
+    fake.scriptFor("mine", { text: "first for mine" }, { text: "second for mine" });
+    expect(await textOf("mine")).toBe("first for mine");
+    // Another message takes the plain queue, not mine's replies.
+    expect(await textOf("someone else")).toBe("queued");
+    expect(await textOf("mine")).toBe("second for mine");
+  });
+});

@@ -72,7 +72,7 @@ describe("chat", () => {
     // A second one, titled from its first message.
     await page.getByRole("button", { name: "New chat" }).click();
     await page.waitForURL((u) => !u.pathname.endsWith(first));
-    env.llm.script({ text: "Short answer." });
+    env.llm.scriptFor("Which plants like shade in a north facing garden", { text: "Short answer." });
     await send(page, "Which plants like shade in a north facing garden");
     await answerDone(page);
     await eventually(() => current.textContent()).toBe("Which plants like shade in a north facing garden");
@@ -122,7 +122,7 @@ describe("chat", () => {
       "",
       plainText(40),
     ].join("\n");
-    env.llm.script({ text: reply, chunkSize: 5, delayMs: 40 });
+    env.llm.scriptFor("Please show me markdown\nwith a list", { text: reply, chunkSize: 5, delayMs: 40 });
 
     // Shift+Enter is a new line, Enter sends.
     const box = composer(page);
@@ -213,14 +213,14 @@ describe("chat", () => {
     const distanceFromBottom = () =>
       page.locator(".thread").evaluate((el) => Math.round(el.scrollHeight - el.scrollTop - el.clientHeight));
     // Chunks of several paragraphs, several per frame at times: the view must keep up.
-    env.llm.script({ text: paragraphs(60), chunkSize: 120, delayMs: 15 });
+    env.llm.scriptFor("Tell me a long story", { text: paragraphs(60), chunkSize: 120, delayMs: 15 });
     await send(page, "Tell me a long story");
     await answerDone(page);
     expect(await page.locator(".thread").evaluate((el) => el.scrollHeight > el.clientHeight * 2)).toBe(true);
     await eventually(distanceFromBottom).toBeLessThan(2);
 
     // Scrolled up while the next answer streams: left there.
-    env.llm.script({ text: paragraphs(60), chunkSize: 60, delayMs: 30 });
+    env.llm.scriptFor("And another one", { text: paragraphs(60), chunkSize: 60, delayMs: 30 });
     const n = await send(page, "And another one");
     await page.locator("article.msg-assistant").nth(n).locator(".answer").waitFor();
     await page.locator(".thread").hover();
@@ -238,14 +238,14 @@ describe("chat", () => {
     const distanceFromBottom = () =>
       page.locator(".thread").evaluate((el) => Math.round(el.scrollHeight - el.scrollTop - el.clientHeight));
 
-    env.llm.script({ text: paragraphs(50, "Rivers"), chunkSize: 400, delayMs: 5 });
+    env.llm.scriptFor("Rivers of the world, at length", { text: paragraphs(50, "Rivers"), chunkSize: 400, delayMs: 5 });
     await send(page, "Rivers of the world, at length");
     await answerDone(page);
     const rivers = conversationIdOf(page);
 
     await page.getByRole("button", { name: "New chat" }).click();
     await page.waitForURL((url) => url.pathname.startsWith("/c/") && !url.pathname.endsWith(rivers));
-    env.llm.script({ text: paragraphs(50, "Mountains"), chunkSize: 400, delayMs: 5 });
+    env.llm.scriptFor("Mountains of the world, at length", { text: paragraphs(50, "Mountains"), chunkSize: 400, delayMs: 5 });
     await send(page, "Mountains of the world, at length");
     await answerDone(page);
     // Scrolled to the top of this one: it no longer follows.
@@ -271,7 +271,7 @@ describe("chat", () => {
     const { context, page } = await newPage(browser, env.baseUrl);
     await page.goto("/");
     const index = env.llm.requests.length;
-    env.llm.script({ text: plainText(300, 7), chunkSize: 3, delayMs: 50 });
+    env.llm.scriptFor("Write me a long story about rivers", { text: plainText(300, 7), chunkSize: 3, delayMs: 50 });
     await send(page, "Write me a long story about rivers");
     await page.locator(".answer[data-streaming]").waitFor();
     await page.getByRole("button", { name: "Stop" }).click();
@@ -290,7 +290,7 @@ describe("chat", () => {
     const { context, page } = await newPage(browser, env.baseUrl);
     await page.goto("/");
     const final = plainText(25, 3);
-    env.llm.script({ text: "FIRSTATTEMPT text that is dropped by the reset event", chunkSize: 4, delayMs: 30, fault: { kind: "drop", afterChunks: 5 } }, { text: final, chunkSize: 6, delayMs: 10 });
+    env.llm.scriptFor("Explain the water cycle", { text: "FIRSTATTEMPT text that is dropped by the reset event", chunkSize: 4, delayMs: 30, fault: { kind: "drop", afterChunks: 5 } }, { text: final, chunkSize: 6, delayMs: 10 });
     await send(page, "Explain the water cycle");
     await page.getByText("retrying (2 of 3)").waitFor({ timeout: 20_000 });
     const text = await answerDone(page);
@@ -302,7 +302,7 @@ describe("chat", () => {
   it("a failure shows its message and code", async () => {
     const { context, page } = await newPage(browser, env.baseUrl);
     await page.goto("/");
-    env.llm.script({ fault: { kind: "status", status: 400, message: "This model does not accept that request" } });
+    env.llm.scriptFor("Something the model refuses", { fault: { kind: "status", status: 400, message: "This model does not accept that request" } });
     await send(page, "Something the model refuses");
     await answerDone(page, "failed");
     const alert = lastAnswer(page).locator(".run-error[role=alert]");
@@ -321,7 +321,7 @@ describe("chat", () => {
     const a = await newPage(browser, env.baseUrl);
     const b = await newPage(browser, env.baseUrl);
     await a.page.goto("/");
-    env.llm.script({ text: "Only for Alice." });
+    env.llm.scriptFor("Alice secret plans", { text: "Only for Alice." });
     await send(a.page, "Alice secret plans");
     await answerDone(a.page);
     const aliceConversation = conversationIdOf(a.page);
@@ -339,7 +339,7 @@ describe("chat", () => {
     expect(await b.page.content()).not.toContain("Alice secret plans");
 
     // Bob's own conversation stays his.
-    env.llm.script({ text: "Only for Bob." });
+    env.llm.scriptFor("Bob private notes", { text: "Only for Bob." });
     await b.page.goto("/");
     await answerDone(b.page, "succeeded", await send(b.page, "Bob private notes"));
     await a.page.reload();
@@ -356,7 +356,7 @@ describe("chat", () => {
       await page.getByRole("heading", { name: "What can I help with?" }).waitFor();
       expect(await overflowsHorizontally(page)).toBe(false);
       if (width === 360) await screenshot(page, "chat-empty-360");
-      env.llm.script({ text: `${plainText(60, width)}\n\n\`\`\`\n${"a_very_long_unbroken_identifier_".repeat(6)}\n\`\`\`` });
+      env.llm.scriptFor("A long answer with a wide code block please", { text: `${plainText(60, width)}\n\n\`\`\`\n${"a_very_long_unbroken_identifier_".repeat(6)}\n\`\`\`` });
       await send(page, "A long answer with a wide code block please");
       await answerDone(page);
       expect(await overflowsHorizontally(page)).toBe(false);

@@ -80,6 +80,12 @@ export interface FakeLlm {
   requests: RecordedRequest[];
   /** Queues replies for the next requests, in order. */
   script(...replies: (FakeReply | ReplyFn)[]): void;
+  /**
+   * Queues replies for the next requests whose last user message is exactly
+   * `userText`, in order, ahead of script()'s queue: a request the test did not
+   * expect (an earlier test's run retrying under load, say) cannot take them.
+   */
+  scriptFor(userText: string, ...replies: (FakeReply | ReplyFn)[]): void;
   /** The reply when nothing is queued (default: `demoReply`). */
   setDefault(fn: ReplyFn): void;
   /** Resolves once request `index` (0-based) has arrived. */
@@ -133,6 +139,7 @@ function chunkPayload(id: string, model: string, created: number, choice: Record
 
 export async function startFakeLlm(opts: { apiKey?: string; port?: number; host?: string } = {}): Promise<FakeLlm> {
   const queue: (FakeReply | ReplyFn)[] = [];
+  const forUser = new Map<string, (FakeReply | ReplyFn)[]>();
   let fallback: ReplyFn = demoReply;
   const requests: RecordedRequest[] = [];
   const waiters = new Set<() => void>();
@@ -205,7 +212,7 @@ export async function startFakeLlm(opts: { apiKey?: string; port?: number; host?
       sendError(res, 401, `Incorrect API key provided: ${presented ?? "(none)"}.`, { code: "invalid_api_key" });
       return;
     }
-    const next = queue.shift() ?? fallback;
+    const next = forUser.get(lastUser(body))?.shift() ?? queue.shift() ?? fallback;
     const reply = typeof next === "function" ? next(body, rec) : next;
     const fault = reply.fault;
     if (fault?.kind === "status") {
@@ -314,6 +321,11 @@ export async function startFakeLlm(opts: { apiKey?: string; port?: number; host?
     port,
     requests,
     script: (...replies) => void queue.push(...replies),
+    scriptFor: (userText, ...replies) => {
+      const q = forUser.get(userText) ?? [];
+      q.push(...replies);
+      forUser.set(userText, q);
+    },
     setDefault: (fn) => void (fallback = fn),
     waitForRequest: (index) => waitUntil(() => requests[index]),
     waitForDisconnect: (index) => waitUntil(() => (requests[index]?.disconnected ? requests[index] : undefined)),
