@@ -38,6 +38,15 @@ async function subscriber(cookie: string | undefined, runId: string) {
   return ws;
 }
 
+/** A subscriber that comes after `live` replays the run from the table: it must get the very frames `live` got. Closes both. */
+async function expectSameReplay(cookie: string | undefined, runId: string, live: WsClient) {
+  const last = live.events(runId).at(-1)?.seq ?? 0;
+  const late = await subscriber(cookie, runId);
+  await late.waitFor((f) => f.type === "event" && f.seq === last, 3000);
+  expect(late.events(runId)).toEqual(live.events(runId));
+  await Promise.all([live.close(), late.close()]);
+}
+
 /** The executor's writer for attempt 1 of `runId`, publishing to the hub as services.ts wires it. */
 async function writerFor(runId: string, onStored: (rows: StoredEventRow[]) => void = (rows) => stack.hub.publish(rows)) {
   await db.pool.query("update runs set attempt = 1 where id = $1", [runId]);
@@ -61,10 +70,7 @@ describe("events stored on this instance", () => {
     expect(textOf(ws.events(run))).toBe("hello");
 
     // A subscriber that comes later replays them from the table: the same frames.
-    const late = await subscriber(c.cookie, run);
-    await late.waitFor((f) => f.type === "event" && f.seq === 3, 3000);
-    expect(late.events(run)).toEqual(ws.events(run));
-    await Promise.all([ws.close(), late.close()]);
+    await expectSameReplay(c.cookie, run, ws);
   });
 
   it("the claim's own events go the same way", async () => {
@@ -76,10 +82,7 @@ describe("events stored on this instance", () => {
     stack.hub.publish(claim?.events ?? []);
     const ev = await ws.waitFor((f) => f.type === "event" && f.seq === 1, 3000);
     expect(ev).toEqual({ type: "event", runId: run, seq: 1, attempt: 1, event: "status", data: { status: "running", attempt: 1, of: 4 } });
-    const late = await subscriber(c.cookie, run);
-    await late.waitFor((f) => f.type === "event" && f.seq === 1, 3000);
-    expect(late.events(run)).toEqual(ws.events(run));
-    await Promise.all([ws.close(), late.close()]);
+    await expectSameReplay(c.cookie, run, ws);
   });
 
   it("after a gap the feed reads the table: every event once, in order", async () => {

@@ -194,8 +194,9 @@ export function createContext(init: {
         progress("stopping the bench PostgreSQL");
         await stopEmbedded(embedded);
       });
+      const nameOf = (base: string) => `${base}_${process.pid}`;
       const freshDatabase = async (base: string) => {
-        const name = `${base}_${process.pid}`;
+        const name = nameOf(base);
         if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`bad database name ${name}`);
         await admin(`drop database if exists ${name} with (force)`);
         await admin(`create database ${name}`);
@@ -207,7 +208,7 @@ export function createContext(init: {
       };
       const shared = await freshDatabase("bench");
       // Database `bench` serves every row (the shared app server's): never dropped between rows.
-      rowCreated = rowCreated.filter((n) => n !== `bench_${process.pid}`);
+      rowCreated = rowCreated.filter((n) => n !== nameOf("bench"));
       const betweenRows = async () => {
         const done = rowCreated;
         rowCreated = [];

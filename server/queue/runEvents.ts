@@ -29,7 +29,7 @@ export interface StoredEventRow {
   stored_at: number;
 }
 
-/** `created_at` as the hub reads it (ms since the epoch). */
+/** `created_at` as a StoredEventRow's `stored_at` (ms since the epoch): one expression for every statement that returns rows. */
 export const STORED_AT_SQL = (column: string) => `(extract(epoch from ${column}) * 1000)::float8`;
 
 /**

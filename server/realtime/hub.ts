@@ -12,7 +12,7 @@ import type { Pool } from "../db/pool.js";
 import type { Listener } from "../db/listener.js";
 import type { Logger } from "../ops/logger.js";
 import type { Metrics } from "../ops/metrics.js";
-import { RUN_EVENTS_CHANNEL, type StoredEventRow } from "../queue/runEvents.js";
+import { RUN_EVENTS_CHANNEL, STORED_AT_SQL, type StoredEventRow } from "../queue/runEvents.js";
 import type { RunEventType } from "../../shared/realtime.js";
 import { SECOND } from "../config.js";
 
@@ -68,8 +68,9 @@ export interface EventRow extends StoredEventRow {
   local: boolean | null;
 }
 
+/** The columns of a StoredEventRow, read from `run_events e`: the very expressions the append and the claim return theirs with. */
 export const SELECT_COLUMNS = `e.run_id, e.seq, e.attempt, e.type, e.data::text as data,
-  (extract(epoch from e.created_at) * 1000)::float8 as stored_at`;
+  ${STORED_AT_SQL("e.created_at")} as stored_at`;
 
 /** Several runs' new rows in one statement: each run's rows after its cursor. */
 const FEEDS_SQL = `
