@@ -14,6 +14,7 @@ import {
   primaryKey,
   index,
   uniqueIndex,
+  check,
 } from "drizzle-orm/pg-core";
 
 const createdAt = () => timestamp("created_at", { withTimezone: true, precision: 3 }).notNull().defaultNow();
@@ -49,9 +50,8 @@ export const runs = pgTable(
   "runs",
   {
     id: uuid("id").primaryKey().default(sql`gen_random_uuid()`),
-    userId: uuid("user_id")
-      .notNull()
-      .references(() => users.id, { onDelete: "cascade" }),
+    /** The conversation's owner (no foreign key of its own: see {@link messages}.userId). */
+    userId: uuid("user_id").notNull(),
     conversationId: uuid("conversation_id")
       .notNull()
       .references(() => conversations.id, { onDelete: "cascade" }),
@@ -82,7 +82,12 @@ export const runs = pgTable(
   (t) => [
     index("runs_conversation_idx").on(t.conversationId, t.createdAt),
     index("runs_user_idx").on(t.userId, t.createdAt),
-    index("runs_status_idx").on(t.status, t.createdAt),
+    // Open runs only (queued or running: finished_at is null, which the check
+    // below ties to the status). Keyed on neither status nor anything the claim
+    // sets, so a claim is a HOT update that writes no index entry; a finished
+    // run leaves this index, which stays the size of the queue.
+    index("runs_open_idx").on(t.createdAt).where(sql`finished_at is null`),
+    check("runs_finished_iff_over", sql`(${t.status} in ('queued', 'running')) = (${t.finishedAt} is null)`),
   ],
 );
 
@@ -95,9 +100,14 @@ export const messages = pgTable(
     conversationId: uuid("conversation_id")
       .notNull()
       .references(() => conversations.id, { onDelete: "cascade" }),
-    userId: uuid("user_id")
-      .notNull()
-      .references(() => users.id, { onDelete: "cascade" }),
+    /**
+     * The conversation's owner, copied from it when the row is written. No
+     * foreign key to users: the conversation's already ties the row to its
+     * owner (deleting a user deletes their conversations, and these with
+     * them), and a second one made every insert lock the user's row too, the
+     * one row all of a user's concurrent writes share.
+     */
+    userId: uuid("user_id").notNull(),
     role: text("role", { enum: MESSAGE_ROLES }).notNull(),
     content: text("content").notNull(),
     /** Set on assistant messages: exactly one per run. */
@@ -107,7 +117,8 @@ export const messages = pgTable(
   },
   (t) => [
     index("messages_conversation_created_idx").on(t.conversationId, t.createdAt, t.id),
-    uniqueIndex("messages_run_id_unique").on(t.runId),
+    // Assistant messages only: exactly one per run.
+    uniqueIndex("messages_run_id_unique").on(t.runId).where(sql`run_id is not null`),
   ],
 );
 

@@ -110,7 +110,7 @@ describe("execute (point 2)", () => {
     expect(await runRow(fx.db, runId)).toMatchObject({ status: "running", attempt: 2, instance_id: "elsewhere" });
     expect(await assistantMessages(fx.db, runId)).toEqual([]);
     expect((await runEvents(fx.db, runId)).map((e) => e.type)).not.toContain("done");
-    await fx.db.pool.query("update runs set status = 'cancelled' where id = $1", [runId]);
+    await fx.db.pool.query("update runs set status = 'cancelled', finished_at = now() where id = $1", [runId]);
   });
 });
 

@@ -61,7 +61,7 @@ const runFromJson = (j: Json): Run => ({
  */
 export const POST_MESSAGE_SQL = `
 with depth as (
-  select count(*)::int as n from (select 1 from runs where status = 'queued' limit $5) q
+  select count(*)::int as n from (select 1 from runs where finished_at is null and status = 'queued' limit $5) q
 ), c as (
   update conversations set updated_at = now()
   where id = $1 and user_id = $2 and (select n from depth) < $5

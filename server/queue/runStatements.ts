@@ -242,7 +242,7 @@ function endSql(s: EndingSql): string {
       ? `, m as (
   insert into messages (conversation_id, user_id, role, content, run_id, agent)
   select r.conversation_id, r.user_id, 'assistant', $9::text, $1, r.agent from r where r.status = 'succeeded'
-  on conflict (run_id) do nothing
+  on conflict (run_id) where run_id is not null do nothing
   returning id
 ), mid as (
   select coalesce((select id from m), (select id from messages where run_id = $1)) as id

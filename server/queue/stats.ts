@@ -11,9 +11,9 @@ export interface QueueStats {
 export async function readQueueStats(pool: Pool, recoveryAfterMs: number): Promise<QueueStats> {
   const r = await pool.query<{ queued: string; running: string; oldest: number | null; instances: string }>(
     `select
-       (select count(*) from runs where status = 'queued') as queued,
-       (select count(*) from runs where status = 'running') as running,
-       (select extract(epoch from now() - min(created_at)) from runs where status = 'queued')::float8 as oldest,
+       (select count(*) from runs where finished_at is null and status = 'queued') as queued,
+       (select count(*) from runs where finished_at is null and status = 'running') as running,
+       (select extract(epoch from now() - min(created_at)) from runs where finished_at is null and status = 'queued')::float8 as oldest,
        (select count(*) from instances where dead_at is null
           and heartbeat_at > now() - make_interval(secs => $1::double precision / 1000)) as instances`,
     [recoveryAfterMs],
