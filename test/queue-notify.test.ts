@@ -20,6 +20,7 @@ const script = (s: { silentMs?: number; text: string[] }) => JSON.stringify(s);
 
 const orchestrator: Orchestrator = {
   agentNames: () => ["scripted"],
+  historyFreeAgents: () => [],
   async *run(input): AsyncGenerator<RoutedEvent> {
     const s = JSON.parse(input.content) as { silentMs?: number; text: string[] };
     if (s.silentMs) await new Promise((r) => setTimeout(r, s.silentMs));

@@ -25,8 +25,8 @@ import { assistantMessages, newConversation, postRun, runEvents, runRow, scriptO
 /** application_name of startTestQueue's pools. */
 const APP = "test-queue";
 const WORKER = "test-queue-worker";
-/** The notification-only statement (runNotifier.ts). */
-const NOTIFY = /set_config\('synchronous_commit', 'off', true\)/;
+/** The notification-only statement (runNotifier.ts); the claim also sets synchronous_commit, but notifies nobody. */
+const NOTIFY = /set_config\('synchronous_commit', 'off', true\)\) s,\s+lateral \(select pg_notify\(/;
 /** Statements of the periodic loops, not of a run. */
 const BACKGROUND = [/\binstances\b/, /id = any\(\$1::uuid\[\]\) and cancel_requested_at/];
 

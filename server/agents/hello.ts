@@ -38,6 +38,7 @@ export function createHelloAgent(listAgents: () => AgentInfo[]): Agent {
       { id: "help", name: "Help", description: "Explains what the system can do and how to add an LLM", examples: ["what can you do?"] },
     ],
     unavailableReason: () => null,
+    readsHistory: false,
     async *run(input: AgentInput, ctx: AgentContext): AsyncGenerator<AgentEvent> {
       yield* streamWords(helloText(input, listAgents()), ctx.signal);
     },

@@ -111,6 +111,7 @@ export function createMathAgent(engine: MathEngine): Agent {
       { id: "symbolic", name: "Algebra", description: "Simplify expressions and take derivatives", examples: ["simplify 2x + 3x", "derivative of x^3 + 2x"] },
     ],
     unavailableReason: () => null,
+    readsHistory: false,
     async *run(input: AgentInput, ctx: AgentContext): AsyncGenerator<AgentEvent> {
       const req = parseMathRequest(input.content);
       if (!req) {

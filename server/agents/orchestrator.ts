@@ -95,8 +95,12 @@ export function createOrchestrator(registry: AgentRegistry, config: Config, deps
     return { ...(await routeByRules(input.content, registry)), content: input.content };
   }
 
+  // A requested agent that is unavailable hands its runs to hello (choose): none go without history unless hello reads none.
+  const historyFree = registry.get("hello")?.readsHistory === false ? registry.all().filter((a) => a.readsHistory === false).map((a) => a.name) : [];
+
   return {
     agentNames: () => registry.names(),
+    historyFreeAgents: () => historyFree,
     async *run(input, ctx): AsyncGenerator<RoutedEvent> {
       const r = await route(input, ctx);
       const agent = registry.get(r.agent);

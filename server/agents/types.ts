@@ -49,6 +49,12 @@ export interface Agent {
   skills: AgentSkill[];
   /** Null when usable, else why not (e.g. "OPENAI_API_KEY is not set"). */
   unavailableReason(): string | null;
+  /**
+   * False when the agent never looks at `ctx.history` beyond the message it
+   * is given: a run that asks for it by name does not read the conversation.
+   * Absent means it may.
+   */
+  readsHistory?: boolean;
   run(input: AgentInput, ctx: AgentContext): AsyncIterable<AgentEvent>;
 }
 
@@ -73,5 +79,11 @@ export type RoutedEvent = AgentEvent | { type: "route"; agent: string; reason: s
 export interface Orchestrator {
   /** Names a message may request (the registry's agents). */
   agentNames(): readonly string[];
+  /**
+   * Agents that, asked for by name, run without the conversation's history:
+   * they read none, and neither does the agent that answers in their place
+   * when they are unavailable (hello, which reads none either).
+   */
+  historyFreeAgents(): readonly string[];
   run(input: AgentInput & { requestedAgent: string | null }, ctx: AgentContext): AsyncIterable<RoutedEvent>;
 }

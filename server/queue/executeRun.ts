@@ -69,7 +69,12 @@ export function createRunExecutor(deps: ExecutorDeps) {
   const prepared = !config.database.transactionPooler;
 
   return async function executeRun(runId: string, opts: { shutdownSignal: AbortSignal; jobAttempts?: number; jobMaxAttempts?: number }) {
-    const claim = await claimRun(pool, runId, instanceId, { maxAttempts, historyLimit: deps.historyLimit ?? 20, prepared });
+    const claim = await claimRun(pool, runId, instanceId, {
+      maxAttempts,
+      historyLimit: deps.historyLimit ?? 20,
+      prepared,
+      historyFreeAgents: orchestrator.historyFreeAgents(),
+    });
     if (!claim) {
       // Gone, finished, or cancelled before it started: nothing to run (a pending cancel is recorded).
       await cancelUnstarted(pool, runId, prepared);

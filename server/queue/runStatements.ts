@@ -34,10 +34,22 @@ export interface ClaimedRun {
 }
 
 /**
- * $1 run id, $2 instance id, $3 attempts allowed in all, $4 history length.
- * Marks the run running for a new attempt, writes `reset {attempt}` (from the
- * second attempt on) and `status running`, and reads the conversation up to
- * the run's message: one row, or none when the run is not to be run.
+ * $1 run id, $2 instance id, $3 attempts allowed in all, $4 history length,
+ * $5 agents that read no history. Marks the run running for a new attempt,
+ * writes `reset {attempt}` (from the second attempt on) and `status running`,
+ * and reads the run's message and the conversation up to it: one row, or
+ * none when the run is not to be run. A run that asked by name for an agent
+ * of $5 gets no history: its conversation is not read at all.
+ *
+ * Its commit does not wait for the WAL flush (synchronous_commit off for this
+ * transaction). Nothing it writes is lost by that, only possibly redone: the
+ * job's fetch before it was flushed, so a database crash that lost the claim
+ * leaves the run queued with its job, and the next claim, of the same attempt
+ * number, writes the same events with the same seqs (a subscriber that saw
+ * them sees nothing new or different). Every later write of the run is
+ * flushed, and takes the claim with it. A flushed claim is a flush more for
+ * every run, each one queueing ahead of the message POSTs, whose commits are
+ * flushed one at a time (they notify: runNotifier.ts).
  */
 const CLAIM_SQL = `
 with c as (
@@ -45,6 +57,7 @@ with c as (
     started_at = coalesce(started_at, now()), updated_at = now(),
     last_seq = last_seq + case when attempt > 0 then 2 else 1 end
   where id = $1 and status in ('queued', 'running') and cancel_requested_at is null
+    and set_config('synchronous_commit', 'off', true) is not null
   returning id, user_id, conversation_id, message_id, requested_agent, attempt, failures, created_at, last_seq
 ), ev as (
   insert into run_events (run_id, seq, attempt, type, data, created_at)
@@ -55,6 +68,8 @@ with c as (
   ) as e(ord, type, data)
   where e.ord = 2 or c.attempt > 1
   returning seq, type, data, created_at
+), own as (
+  select m.conversation_id, m.created_at, m.content from c join messages m on m.id = c.message_id
 ), h as (
   -- Lateral, so the conversation and the run's message are index bounds: a
   -- backward scan of messages_conversation_created_idx that stops after $4
@@ -62,7 +77,7 @@ with c as (
   -- older message of every conversation.
   select m.id, m.role, m.content, m.created_at
   from c
-  join messages own on own.id = c.message_id
+  join own on c.requested_agent is null or c.requested_agent <> all($5::text[])
   cross join lateral (
     select m.id, m.role, m.content, m.created_at from messages m
     where m.conversation_id = own.conversation_id and m.created_at <= own.created_at
@@ -71,8 +86,8 @@ with c as (
   ) m
 )
 select c.id, c.user_id, c.conversation_id, c.message_id, c.requested_agent, c.attempt, c.failures, c.created_at,
-  c.last_seq,
-  coalesce((select json_agg(json_build_object('id', h.id, 'role', h.role, 'content', h.content) order by h.created_at, h.id) from h), '[]'::json) as history,
+  c.last_seq, (select content from own) as content,
+  (select json_agg(json_build_object('role', h.role, 'content', h.content) order by h.created_at, h.id) from h) as history,
   (select json_agg(json_build_object('seq', ev.seq, 'type', ev.type, 'data', ev.data::text, 'stored_at', ${STORED_AT_SQL("ev.created_at")}) order by ev.seq) from ev) as events
 from c`;
 
@@ -82,7 +97,7 @@ export interface Claim {
   lastSeq: number;
   /** The run's own message. */
   content: string;
-  /** The conversation up to and including it, oldest first. */
+  /** The conversation up to and including it, oldest first; the message alone when no history was read. */
   turns: ChatTurn[];
   /** The claim's events as stored (`reset` from the second attempt on, `status running`). */
   events: StoredEventRow[];
@@ -102,22 +117,28 @@ export async function claimRun(
   pool: Pool,
   runId: string,
   instanceId: string,
-  opts: { maxAttempts: number; historyLimit: number; prepared: boolean },
+  opts: { maxAttempts: number; historyLimit: number; prepared: boolean; historyFreeAgents?: readonly string[] },
 ): Promise<Claim | null> {
   const r = await pool.query<
-    ClaimedRun & { last_seq: number; history: { id: string; role: "user" | "assistant"; content: string }[]; events: Omit<StoredEventRow, "run_id" | "attempt">[] | null }
+    ClaimedRun & { last_seq: number; content: string | null; history: ChatTurn[] | null; events: Omit<StoredEventRow, "run_id" | "attempt">[] | null }
   >(
-    statement("esa_run_claim", CLAIM_SQL, [runId, instanceId, opts.maxAttempts, opts.historyLimit], opts.prepared),
+    statement(
+      "esa_run_claim",
+      CLAIM_SQL,
+      [runId, instanceId, opts.maxAttempts, opts.historyLimit, opts.historyFreeAgents ?? []],
+      opts.prepared,
+    ),
   );
   const row = r.rows[0];
   if (!row) return null;
-  const { history, last_seq: lastSeq, events, ...run } = row;
-  const own = history.find((m) => m.id === run.message_id);
+  const { history, last_seq: lastSeq, events, content, ...run } = row;
+  const text = content ?? "";
   return {
     run,
     lastSeq,
-    content: own?.content ?? "",
-    turns: history.map(({ role, content }) => ({ role, content })),
+    content: text,
+    // Not read (an agent that reads none): the run's own message alone.
+    turns: history ?? [{ role: "user", content: text }],
     events: (events ?? []).map((e) => ({ ...e, run_id: run.id, attempt: run.attempt })),
   };
 }

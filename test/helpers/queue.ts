@@ -98,6 +98,7 @@ export function createScriptedAgents(agentName = "scripted") {
 
   const orchestrator: Orchestrator = {
     agentNames: () => [agentName],
+    historyFreeAgents: () => [],
     async *run(input, ctx): AsyncGenerator<RoutedEvent> {
       const call: AgentCall = { runId: ctx.runId, attempt: ctx.attempt, startedAt: performance.now(), startedAtMs: Date.now() };
       calls.push(call);
