@@ -26,7 +26,7 @@ export async function connect(url: string): Promise<pg.Client> {
  *
  * With `onlyRuns` (the database holds no runs but the bench's, and every
  * earlier batch has finished), it polls the count of runs not finished, which
- * reads only those (runs_status_idx), and checks `ids` once at the end: a
+ * reads only those (runs_open_idx), and checks `ids` once at the end: a
  * poll of every id probed a thousand index entries each time, every 5 ms, on
  * the PostgreSQL whose CPU the trial measures (the worker baseline counts its
  * jobs in its own process, at no such cost).
@@ -35,7 +35,7 @@ export async function waitSucceeded(db: pg.Client, ids: readonly string[], timeo
   const until = performance.now() + timeoutMs;
   if (onlyRuns) {
     for (;;) {
-      const r = await db.query<{ open: number }>("select count(*)::int as open from runs where status in ('queued', 'running')");
+      const r = await db.query<{ open: number }>("select count(*)::int as open from runs where finished_at is null");
       const at = performance.now();
       if (r.rows[0]?.open === 0) {
         await waitSucceeded(db, ids, 0);
