@@ -13,13 +13,16 @@
  * `addJob` 10 at a time from inside that process, from the first add until
  * the N-th job succeeded.
  *
- * Rounds interleave like the load rows (B T, T B, B T) after an unmeasured
+ * Five rounds interleave (B T, T B, B T, T B, B T) after an unmeasured
  * warm-up of each side: batches of runs until it has run for WARMUP_S (at
  * least two batches). 50 runs were too few: V8 was still compiling the hot
  * paths through the trials (perf showed TurboFan's compiler at about a fifth
  * of the server's CPU), so each side's rounds got faster one after the other
  * and a trial measured the JIT more than the steady state a server spends its
- * life in. The best round of each counts. An info line gives
+ * life in. The best round of each counts, of five: on a 2-core VM one side's
+ * rounds in a single run spread by up to a fifth (baseline 658, 531 and 514
+ * jobs/s in one), and the ratio of best rounds moved between 0.48 and 0.58
+ * from run to run with three. An info line gives
  * each process's CPU time per run (from /proc, median over rounds): the
  * server's (taking the POSTs and running the runs) against the worker
  * baseline's (adding and running the jobs), steadier than runs/s on a busy
@@ -54,7 +57,7 @@ export const throughputRow: BenchRow = {
   issue: 4,
   description: `end-to-end hello runs/s with ${INFLIGHT} in flight, vs graphile-worker alone draining no-op jobs (concurrency 10)`,
   async run(ctx) {
-    const rounds = ctx.options.quick ? 1 : 3;
+    const rounds = ctx.options.quick ? 1 : 5;
     const { server, databaseUrl } = await spawnOwnServer(ctx, "bench_issue4_runs", { MAX_QUEUE_DEPTH: "100000" });
     const db = await connect(databaseUrl);
     const dataDir = (await db.query<{ d: string }>("select current_setting('data_directory') as d")).rows[0]?.d ?? "";
