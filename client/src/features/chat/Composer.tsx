@@ -1,4 +1,4 @@
-import { forwardRef, useImperativeHandle, useRef, useState, type KeyboardEvent } from "react";
+import { forwardRef, useImperativeHandle, useLayoutEffect, useRef, useState, type KeyboardEvent } from "react";
 import { useServices } from "../../context";
 import type { AgentInfo } from "../../api/client";
 import { SendIcon, StopIcon } from "../../ui/icons";
@@ -31,6 +31,20 @@ export const Composer = forwardRef<ComposerHandle, Props>(function Composer({ ac
   const [dismissed, setDismissed] = useState(false);
   const [sending, setSending] = useState(false);
   const area = useRef<HTMLTextAreaElement>(null);
+  /**
+   * Where the caret goes once the text just set is in the textarea. Placed in a
+   * layout effect, in the same task as the keystroke that set the text: a key
+   * typed next lands after it. (From a requestAnimationFrame, keys typed before
+   * that frame went where the caret was, in the middle of the mention.)
+   */
+  const pendingCaret = useRef<number | null>(null);
+  useLayoutEffect(() => {
+    const pos = pendingCaret.current;
+    const el = area.current;
+    if (pos === null || !el) return;
+    pendingCaret.current = null;
+    el.setSelectionRange(pos, pos);
+  });
 
   useImperativeHandle(ref, () => ({
     focus: () => area.current?.focus(),
@@ -62,10 +76,8 @@ export const Composer = forwardRef<ComposerHandle, Props>(function Composer({ ac
     const pos = a.name.length + 2;
     setText(next);
     setChoice(0);
-    requestAnimationFrame(() => {
-      area.current?.setSelectionRange(pos, pos);
-      setCaret(pos);
-    });
+    pendingCaret.current = pos;
+    setCaret(pos);
   }
 
   async function submit() {
