@@ -44,6 +44,13 @@ export const conversations = pgTable(
 );
 
 export const RUN_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"] as const;
+
+/**
+ * SQL for "the run is open" (queued or running): runs_open_idx's predicate.
+ * A query for open runs says it in these words, or the planner cannot use
+ * that index (it does not reason from the check that ties it to the status).
+ */
+export const OPEN_RUN_SQL = "finished_at is null";
 export type RunStatus = (typeof RUN_STATUSES)[number];
 
 export const runs = pgTable(
@@ -86,7 +93,7 @@ export const runs = pgTable(
     // below ties to the status). Keyed on neither status nor anything the claim
     // sets, so a claim is a HOT update that writes no index entry; a finished
     // run leaves this index, which stays the size of the queue.
-    index("runs_open_idx").on(t.createdAt).where(sql`finished_at is null`),
+    index("runs_open_idx").on(t.createdAt).where(sql.raw(OPEN_RUN_SQL)),
     check("runs_finished_iff_over", sql`(${t.status} in ('queued', 'running')) = (${t.finishedAt} is null)`),
   ],
 );

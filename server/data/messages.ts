@@ -1,4 +1,4 @@
-import type { Message, Run } from "../../shared/schema.js";
+import { OPEN_RUN_SQL, type Message, type Run } from "../../shared/schema.js";
 import type { MessageDto, Page, RunDto } from "../../shared/api.js";
 import type { Config } from "../config.js";
 import { statement, type Pool } from "../db/pool.js";
@@ -61,7 +61,7 @@ const runFromJson = (j: Json): Run => ({
  */
 export const POST_MESSAGE_SQL = `
 with depth as (
-  select count(*)::int as n from (select 1 from runs where finished_at is null and status = 'queued' limit $5) q
+  select count(*)::int as n from (select 1 from runs where ${OPEN_RUN_SQL} and status = 'queued' limit $5) q
 ), c as (
   update conversations set updated_at = now()
   where id = $1 and user_id = $2 and (select n from depth) < $5

@@ -12,6 +12,7 @@ import type { Metrics } from "../ops/metrics.js";
 import { appendEvents } from "./runEvents.js";
 import { withTransaction } from "../db/transaction.js";
 import { scheduleRunSql } from "./enqueue.js";
+import { OPEN_RUN_SQL } from "../../shared/schema.js";
 
 export interface InstanceRegistryDeps {
   pool: Pool;
@@ -92,7 +93,7 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
         if (inst.worker_ids.length) await client.query("select graphile_worker.force_unlock_workers($1::text[])", [inst.worker_ids]);
         const runs = await client.query<{ id: string; attempt: number }>(
           `update runs set status = 'queued', instance_id = null, updated_at = now()
-           where finished_at is null and instance_id = $1 and status = 'running' returning id, attempt`,
+           where ${OPEN_RUN_SQL} and instance_id = $1 and status = 'running' returning id, attempt`,
           [inst.id],
         );
         await requeue(client, runs.rows, "instance lost");
@@ -109,7 +110,7 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
     const stranded = await withTransaction(pool, async (client) => {
       const runs = await client.query<{ id: string; attempt: number }>(
         `update runs set status = 'queued', instance_id = null, updated_at = now()
-         where finished_at is null and instance_id = $1 and status = 'running' and id <> all($2::uuid[])
+         where ${OPEN_RUN_SQL} and instance_id = $1 and status = 'running' and id <> all($2::uuid[])
            and updated_at < now() - interval '2 seconds'
          returning id, attempt`,
         [deps.instanceId, deps.inFlightRunIds()],

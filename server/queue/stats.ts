@@ -1,4 +1,5 @@
 import type { Pool } from "../db/pool.js";
+import { OPEN_RUN_SQL } from "../../shared/schema.js";
 
 export interface QueueStats {
   queued: number;
@@ -11,9 +12,9 @@ export interface QueueStats {
 export async function readQueueStats(pool: Pool, recoveryAfterMs: number): Promise<QueueStats> {
   const r = await pool.query<{ queued: string; running: string; oldest: number | null; instances: string }>(
     `select
-       (select count(*) from runs where finished_at is null and status = 'queued') as queued,
-       (select count(*) from runs where finished_at is null and status = 'running') as running,
-       (select extract(epoch from now() - min(created_at)) from runs where finished_at is null and status = 'queued')::float8 as oldest,
+       (select count(*) from runs where ${OPEN_RUN_SQL} and status = 'queued') as queued,
+       (select count(*) from runs where ${OPEN_RUN_SQL} and status = 'running') as running,
+       (select extract(epoch from now() - min(created_at)) from runs where ${OPEN_RUN_SQL} and status = 'queued')::float8 as oldest,
        (select count(*) from instances where dead_at is null
           and heartbeat_at > now() - make_interval(secs => $1::double precision / 1000)) as instances`,
     [recoveryAfterMs],

@@ -7,6 +7,7 @@ import http from "node:http";
 import pg from "pg";
 import { sleep } from "../../lib/http.js";
 import { jsonHeaders, messagesPath, postMessage, type Session } from "../issue3/api.js";
+import { OPEN_RUN_SQL } from "../../../shared/schema.js";
 
 /** The no-op stand-in: the hello agent, offline and short. */
 export const HELLO = { content: "hi", agent: "hello" } as const;
@@ -35,7 +36,7 @@ export async function waitSucceeded(db: pg.Client, ids: readonly string[], timeo
   const until = performance.now() + timeoutMs;
   if (onlyRuns) {
     for (;;) {
-      const r = await db.query<{ open: number }>("select count(*)::int as open from runs where finished_at is null");
+      const r = await db.query<{ open: number }>(`select count(*)::int as open from runs where ${OPEN_RUN_SQL}`);
       const at = performance.now();
       if (r.rows[0]?.open === 0) {
         await waitSucceeded(db, ids, 0);
