@@ -17,10 +17,28 @@
  * its WAL flush, so the ending's notification goes in a statement of its own
  * that does not wait for the disk (server/queue/runNotifier.ts), coalesced
  * across runs under load: at most one more per run, counted apart.
+ *
+ * A run that asks by name for an agent that may run before its claim
+ * (`Agent.pure`: hello, math) takes 1: its job carries the message, the agent
+ * runs from that, and the claim, the events and the answer are one statement
+ * (claimAndSucceed). An agent of that kind that fails or takes longer than
+ * PRE_CLAIM_MS goes the usual way, and is run again there.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import pg from "pg";
-import { assistantMessages, newConversation, postRun, runEvents, runRow, scriptOf, useQueueFixture, waitForNoJob, waitForStatus } from "./helpers/queue.js";
+import {
+  assistantMessages,
+  newConversation,
+  postRun,
+  runEvents,
+  runRow,
+  scriptOf,
+  useQueueFixture,
+  waitForNoJob,
+  waitForStatus,
+  type QueueFixture,
+} from "./helpers/queue.js";
+import { PRE_CLAIM_MS } from "../server/queue/executeRun.js";
 
 /** application_name of startTestQueue's pools. */
 const APP = "test-queue";
@@ -32,23 +50,26 @@ const BACKGROUND = [/\binstances\b/, /id = any\(\$1::uuid\[\]\) and cancel_reque
 
 interface Seen {
   app: string;
+  /** The connection's database: each fixture has its own. */
+  db: string;
   text: string;
 }
 
 const seen: Seen[] = [];
 let recording = false;
 type QueryFn = (...args: unknown[]) => unknown;
-const proto = pg.Client.prototype as unknown as { query: QueryFn; connectionParameters?: { application_name?: string } };
+type Params = { connectionParameters?: { application_name?: string; database?: string } };
+const proto = pg.Client.prototype as unknown as { query: QueryFn } & Params;
 const original = proto.query;
 
 const fx = useQueueFixture({ queue: { listener: true } });
 
 beforeAll(async () => {
-  proto.query = function (this: { connectionParameters?: { application_name?: string } }, ...args: unknown[]) {
+  proto.query = function (this: Params, ...args: unknown[]) {
     if (recording) {
       const first = args[0];
       const text = typeof first === "string" ? first : ((first as { text?: string } | null)?.text ?? "");
-      seen.push({ app: this.connectionParameters?.application_name ?? "", text });
+      seen.push({ app: this.connectionParameters?.application_name ?? "", db: this.connectionParameters?.database ?? "", text });
     }
     return original.apply(this, args);
   };
@@ -58,6 +79,21 @@ afterAll(async () => {
 });
 
 const RUNS = 10;
+
+/** The statements of `f`'s queue seen while recording, the periodic loops left out. */
+const ofFixture = (f: QueueFixture) =>
+  seen.filter((s) => s.db === f.db.name && (s.app === APP || s.app === WORKER) && !BACKGROUND.some((re) => re.test(s.text)));
+
+/** Records what `fn` sends. */
+async function recorded(fn: () => Promise<void>): Promise<void> {
+  seen.length = 0;
+  recording = true;
+  try {
+    await fn();
+  } finally {
+    recording = false;
+  }
+}
 
 describe("database round trips per run", () => {
   it("a run that routes, streams and reports usage at once takes 2 app statements", async () => {
@@ -81,7 +117,7 @@ describe("database round trips per run", () => {
     }
     recording = false;
 
-    const ofRuns = seen.filter((s) => (s.app === APP || s.app === WORKER) && !BACKGROUND.some((re) => re.test(s.text)));
+    const ofRuns = ofFixture(fx);
     const perRun = (app: string) => ofRuns.filter((s) => s.app === app && !NOTIFY.test(s.text)).length / RUNS;
     const notifiesPerRun = ofRuns.filter((s) => s.app === APP && NOTIFY.test(s.text)).length / RUNS;
     const byText = new Map<string, number>();
@@ -111,5 +147,76 @@ describe("database round trips per run", () => {
     // graphile-worker's own (fetch, complete, an empty fetch after, its poll) are printed above, not asserted: they are not ours.
     expect(perRun(APP)).toBeLessThanOrEqual(2);
     expect(notifiesPerRun).toBeLessThanOrEqual(1);
+  });
+});
+
+describe("a run of an agent that may run before its claim", () => {
+  // The scripted agent, named hello (an agent the API lets a message ask for) and pure.
+  const pf = useQueueFixture({ queue: { listener: true }, agent: { name: "hello", pure: true } });
+  const appStatements = () => ofFixture(pf).filter((s) => s.app === APP && !NOTIFY.test(s.text));
+
+  async function runOne(script: string): Promise<string> {
+    const { runId } = await postRun(pf.client, pf.conv, script, "hello");
+    expect((await waitForStatus(pf.db, runId, ["succeeded", "failed", "cancelled"])).status).not.toBe("cancelled");
+    await waitForNoJob(pf.db, runId);
+    return runId;
+  }
+
+  it("takes one app statement: claim, events and answer at once", async () => {
+    const text = ["one ", "two ", "three"];
+    const script = scriptOf({ text, usage: { promptTokens: 2, completionTokens: 3 } });
+    await runOne(script); // warm-up
+    const ids: string[] = [];
+    await recorded(async () => {
+      for (let i = 0; i < RUNS; i++) ids.push(await runOne(script));
+    });
+    expect(appStatements().length / RUNS).toBe(1);
+    expect(appStatements().every((s) => s.text.includes("status = 'succeeded', attempt = attempt + 1"))).toBe(true);
+    for (const runId of ids) {
+      const events = await runEvents(pf.db, runId);
+      expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => i + 1));
+      expect(events.map((e) => e.type)).toEqual(["status", "route", "text.delta", "usage", "done"]);
+      expect(events[0]?.data).toEqual({ status: "running", attempt: 1, of: 4 });
+      expect(events[2]?.data).toEqual({ text: text.join("") });
+      const row = await runRow(pf.db, runId);
+      expect(row).toMatchObject({ status: "succeeded", attempt: 1, failures: 0, agent: "hello", route_reason: "scripted by the test", prompt_tokens: 2, completion_tokens: 3 });
+      expect(row.started_at).not.toBeNull();
+      expect(row.finished_at).not.toBeNull();
+      const answers = await assistantMessages(pf.db, runId);
+      expect(answers).toEqual([{ id: expect.any(String), content: text.join(""), agent: "hello" }]);
+      expect(events.at(-1)?.data).toEqual({ messageId: answers[0]?.id });
+      // The agent ran once, before the claim (attempt 0).
+      expect(pf.agents.callsFor(runId).map((c) => [c.attempt, c.outcome])).toEqual([[0, "done"]]);
+    }
+  });
+
+  it("goes the usual way when the agent takes longer than PRE_CLAIM_MS: claimed first, run again, `running` stored", async () => {
+    const runId = await runOne(scriptOf({ text: ["slow"], holdMs: PRE_CLAIM_MS * 5 }));
+    const calls = pf.agents.callsFor(runId);
+    expect(calls.map((c) => [c.attempt, c.outcome])).toEqual([
+      [0, "aborted"],
+      [1, "done"],
+    ]);
+    expect(await runRow(pf.db, runId)).toMatchObject({ status: "succeeded", attempt: 1 });
+    const events = await runEvents(pf.db, runId);
+    expect(events.map((e) => e.type)).toEqual(["status", "route", "text.delta", "done"]);
+    expect((await assistantMessages(pf.db, runId)).map((a) => a.content)).toEqual(["slow"]);
+  });
+
+  it("goes the usual way when the agent fails before the claim: the failure is recorded by a claimed attempt", async () => {
+    const runId = await runOne(scriptOf({ fail: { code: "bad_input", message: "no such thing", retryable: false } }));
+    expect(pf.agents.callsFor(runId).map((c) => [c.attempt, c.outcome])).toEqual([
+      [0, "failed"],
+      [1, "failed"],
+    ]);
+    expect(await runRow(pf.db, runId)).toMatchObject({ status: "failed", attempt: 1, error_code: "bad_input" });
+    expect((await runEvents(pf.db, runId)).map((e) => e.type)).toEqual(["status", "route", "failed"]);
+    expect(await assistantMessages(pf.db, runId)).toEqual([]);
+  });
+
+  it("does not run before the claim when the agent is not asked for by name", async () => {
+    const { runId } = await postRun(pf.client, pf.conv, scriptOf({ text: ["routed"] }));
+    expect((await waitForStatus(pf.db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
+    expect(pf.agents.callsFor(runId).map((c) => c.attempt)).toEqual([1]);
   });
 });

@@ -39,6 +39,7 @@ export function createHelloAgent(listAgents: () => AgentInfo[]): Agent {
     ],
     unavailableReason: () => null,
     readsHistory: false,
+    pure: true,
     async *run(input: AgentInput, ctx: AgentContext): AsyncGenerator<AgentEvent> {
       yield* streamWords(helloText(input, listAgents()), ctx.signal);
     },

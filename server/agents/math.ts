@@ -112,6 +112,7 @@ export function createMathAgent(engine: MathEngine): Agent {
     ],
     unavailableReason: () => null,
     readsHistory: false,
+    pure: true,
     async *run(input: AgentInput, ctx: AgentContext): AsyncGenerator<AgentEvent> {
       const req = parseMathRequest(input.content);
       if (!req) {

@@ -98,9 +98,13 @@ export function createOrchestrator(registry: AgentRegistry, config: Config, deps
   // A requested agent that is unavailable hands its runs to hello (choose): none go without history unless hello reads none.
   const historyFree = registry.get("hello")?.readsHistory === false ? registry.all().filter((a) => a.readsHistory === false).map((a) => a.name) : [];
 
+  // Only while available: one that is not hands its runs to hello, whose answer then depends on why.
+  const preClaim = () => registry.all().filter((a) => a.pure === true && a.unavailableReason() === null).map((a) => a.name);
+
   return {
     agentNames: () => registry.names(),
     historyFreeAgents: () => historyFree,
+    preClaimAgents: preClaim,
     async *run(input, ctx): AsyncGenerator<RoutedEvent> {
       const r = await route(input, ctx);
       const agent = registry.get(r.agent);

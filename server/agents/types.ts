@@ -22,6 +22,7 @@ export interface AgentContext {
   history: ChatTurn[];
   config: Config;
   runId: string;
+  /** The run's attempt, 1 on; 0 when the agent runs before its claim (see `Agent.pure`). */
   attempt: number;
 }
 
@@ -55,6 +56,15 @@ export interface Agent {
    * Absent means it may.
    */
   readsHistory?: boolean;
+  /**
+   * True when, asked for by name, its answer depends on the message alone and
+   * running it has no effect but its events (no history, no provider, no
+   * budget, no attempt number): an attempt may then run it before claiming
+   * the run and, when it finishes at once, record the claim, its events and
+   * the answer in one statement (runStatements.ts, claimAndSucceed). Running
+   * it twice, or dropping a run of it, costs nothing but the time.
+   */
+  pure?: boolean;
   run(input: AgentInput, ctx: AgentContext): AsyncIterable<AgentEvent>;
 }
 
@@ -85,5 +95,7 @@ export interface Orchestrator {
    * when they are unavailable (hello, which reads none either).
    */
   historyFreeAgents(): readonly string[];
+  /** Agents that, asked for by name, may run before the claim (`Agent.pure`); none when absent. */
+  preClaimAgents?(): readonly string[];
   run(input: AgentInput & { requestedAgent: string | null }, ctx: AgentContext): AsyncIterable<RoutedEvent>;
 }

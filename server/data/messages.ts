@@ -80,7 +80,7 @@ with depth as (
   -- plan for a one-element array always looks cheaper than the generic one),
   -- which was more than half of add_job's time. The condition runs before the
   -- target list, so the setting is in place when add_job starts.
-  select ${addRunJobExpr("r.id")} as job from r
+  select ${addRunJobExpr("r.id", { agentExpr: "r.requested_agent", contentExpr: "$3" })} as job from r
   where set_config('plan_cache_mode', 'force_generic_plan', true) is not null
 )
 select (select n from depth) as depth, (select row_to_json(m) from m) as message,

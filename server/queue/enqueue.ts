@@ -17,6 +17,29 @@ export const scheduleRunSql = `select graphile_worker.add_job(
   '${RUN_TASK}', json_build_object('runId', $1::text), job_key := $1::text, run_at := $2::timestamptz,
   max_attempts := ${JOB_MAX_ATTEMPTS}, job_key_mode := 'replace')`;
 
-/** A SQL expression adding the job for run id expression `runIdExpr`. */
-export const addRunJobExpr = (runIdExpr: string) =>
-  `graphile_worker.add_job('${RUN_TASK}', json_build_object('runId', ${runIdExpr}::text), job_key := ${runIdExpr}::text, max_attempts := ${JOB_MAX_ATTEMPTS})`;
+/** The longest message a job carries with its run (see addRunJobExpr). */
+export const PAYLOAD_CONTENT_MAX = 2000;
+
+/** A job's payload: the run id, and what addRunJobExpr adds for a run that asked for an agent. */
+export interface RunPayload {
+  runId: string;
+  agent?: string;
+  content?: string;
+}
+
+/**
+ * A SQL expression adding the job for run id expression `runIdExpr`. With
+ * the run's requested agent and message, a run that asked for an agent by
+ * name, with a message of at most PAYLOAD_CONTENT_MAX characters, carries
+ * both in its payload: an agent that needs nothing else (`Agent.pure`) can
+ * then run before its claim reads anything (executeRun.ts).
+ */
+export const addRunJobExpr = (runIdExpr: string, request?: { agentExpr: string; contentExpr: string }) => {
+  const id = `'runId', ${runIdExpr}::text`;
+  const payload = request
+    ? `case when ${request.agentExpr} is not null and char_length(${request.contentExpr}) <= ${PAYLOAD_CONTENT_MAX}
+      then json_build_object(${id}, 'agent', ${request.agentExpr}::text, 'content', ${request.contentExpr}::text)
+      else json_build_object(${id}) end`
+    : `json_build_object(${id})`;
+  return `graphile_worker.add_job('${RUN_TASK}', ${payload}, job_key := ${runIdExpr}::text, max_attempts := ${JOB_MAX_ATTEMPTS})`;
+};

@@ -11,10 +11,11 @@ import { isDatabaseUnavailable } from "../db/errors.js";
 import type { Pool } from "../db/pool.js";
 import type { Config } from "../config.js";
 import type { Logger } from "../ops/logger.js";
-import type { Orchestrator } from "../agents/types.js";
+import type { Orchestrator, RoutedEvent } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
-import { createEventWriter, AttemptSuperseded, type StoredEventRow, type Unwritten } from "./runEvents.js";
-import { cancelUnstarted, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
+import type { RunEventType } from "../../shared/realtime.js";
+import { createEventWriter, AttemptSuperseded, MAX_DELTA_CHARS, type PendingEvent, type RouteUpdate, type StoredEventRow, type Unwritten } from "./runEvents.js";
+import { cancelUnstarted, claimAndSucceed, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
 import type { RunNotifier } from "./runNotifier.js";
 import type { QueueMetrics } from "./metrics.js";
 
@@ -62,13 +63,94 @@ export const retryDelayMs = (failures: number) => Math.min(30_000, 1000 * 2 ** M
 
 const NOTHING: Unwritten = { events: [], route: null };
 
+/**
+ * How long an agent that may run before its claim (`Agent.pure`) gets to
+ * finish there, ms. One that has not is stopped and run again the usual way
+ * (claim first), so a long computation shows `running` like any run.
+ */
+export const PRE_CLAIM_MS = 20;
+
+/** Where an attempt's events go: the run's event writer, or memory before the claim. */
+interface EventSink {
+  delta(text: string): void;
+  event(type: RunEventType, data: unknown, route?: RouteUpdate): void;
+}
+
+/** What an attempt's events add up to. */
+interface Tally {
+  agent: string;
+  text: string;
+  usage: { promptTokens: number; completionTokens: number; reported: boolean };
+}
+
+/** One orchestrator event into the sink and the tally. */
+function record(ev: RoutedEvent, sink: EventSink, tally: Tally): void {
+  switch (ev.type) {
+    case "route":
+      tally.agent = ev.agent;
+      sink.event("route", { agent: ev.agent, reason: ev.reason }, { agent: ev.agent, reason: ev.reason });
+      break;
+    case "text.delta":
+      tally.text += ev.text;
+      sink.delta(ev.text);
+      break;
+    case "usage":
+      tally.usage.promptTokens += ev.promptTokens;
+      tally.usage.completionTokens += ev.completionTokens;
+      tally.usage.reported = true;
+      sink.event("usage", { promptTokens: ev.promptTokens, completionTokens: ev.completionTokens });
+      break;
+    case "tool.call":
+      sink.event("tool.call", { id: ev.id, name: ev.name, args: ev.args });
+      break;
+    case "tool.result":
+      sink.event("tool.result", { id: ev.id, name: ev.name, result: ev.result, ...(ev.error ? { error: ev.error } : {}) });
+      break;
+    case "status":
+      sink.event("status", { status: ev.status, until: ev.until, ...(ev.reason ? { reason: ev.reason } : {}) });
+      break;
+    default: {
+      const unreachable: never = ev;
+      throw new Error(`unknown agent event ${JSON.stringify(unreachable)}`);
+    }
+  }
+}
+
+/** A sink keeping the events, consecutive text deltas coalesced as the writer does. */
+function memorySink(): EventSink & Unwritten {
+  const events: PendingEvent[] = [];
+  let open: { text: string } | null = null;
+  const out = {
+    events,
+    route: null as RouteUpdate | null,
+    delta(text: string) {
+      if (open && open.text.length + text.length <= MAX_DELTA_CHARS) {
+        open.text += text;
+      } else {
+        open = { text };
+        events.push({ type: "text.delta", data: open });
+      }
+    },
+    event(type: RunEventType, data: unknown, route?: RouteUpdate) {
+      events.push({ type, data });
+      open = null;
+      if (route) out.route = route;
+    },
+  };
+  return out;
+}
+
 export function createRunExecutor(deps: ExecutorDeps) {
   const { pool, config, instanceId, orchestrator } = deps;
   const maxAttempts = config.agents.retryAttempts + 1;
   /** Named prepared statements, except through a transaction-mode pooler. */
   const prepared = !config.database.transactionPooler;
 
-  return async function executeRun(runId: string, opts: { shutdownSignal: AbortSignal; jobAttempts?: number; jobMaxAttempts?: number }) {
+  return async function executeRun(
+    runId: string,
+    opts: { shutdownSignal: AbortSignal; jobAttempts?: number; jobMaxAttempts?: number; request?: { agent: string; content: string } },
+  ) {
+    if (opts.request && !opts.shutdownSignal.aborted && (await runBeforeClaim(runId, opts.request))) return;
     const claim = await claimRun(pool, runId, instanceId, {
       maxAttempts,
       historyLimit: deps.historyLimit ?? 20,
@@ -115,9 +197,8 @@ export function createRunExecutor(deps: ExecutorDeps) {
       claimNotify = null;
     };
 
+    const tally: Tally = { agent, text: "", usage: { promptTokens: 0, completionTokens: 0, reported: false } };
     try {
-      let text = "";
-      const usage = { promptTokens: 0, completionTokens: 0, reported: false };
       const events = orchestrator.run(
         { content: claim.content, requestedAgent: run.requested_agent },
         { signal: controller.signal, log, history: claim.turns, config, runId, attempt: run.attempt },
@@ -126,38 +207,12 @@ export function createRunExecutor(deps: ExecutorDeps) {
         if (controller.signal.aborted) break;
         // Whatever the event, it is written (with a NOTIFY) at once or with the ending.
         claimAnnounced();
-        switch (ev.type) {
-          case "route":
-            agent = ev.agent;
-            writer.event("route", { agent: ev.agent, reason: ev.reason }, { agent: ev.agent, reason: ev.reason });
-            break;
-          case "text.delta":
-            text += ev.text;
-            writer.delta(ev.text);
-            break;
-          case "usage":
-            usage.promptTokens += ev.promptTokens;
-            usage.completionTokens += ev.completionTokens;
-            usage.reported = true;
-            writer.event("usage", { promptTokens: ev.promptTokens, completionTokens: ev.completionTokens });
-            break;
-          case "tool.call":
-            writer.event("tool.call", { id: ev.id, name: ev.name, args: ev.args });
-            break;
-          case "tool.result":
-            writer.event("tool.result", { id: ev.id, name: ev.name, result: ev.result, ...(ev.error ? { error: ev.error } : {}) });
-            break;
-          case "status":
-            writer.event("status", { status: ev.status, until: ev.until, ...(ev.reason ? { reason: ev.reason } : {}) });
-            break;
-          default: {
-            const unreachable: never = ev;
-            throw new Error(`unknown agent event ${JSON.stringify(unreachable)}`);
-          }
-        }
+        record(ev, writer, tally);
+        agent = tally.agent;
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       const unwritten = await writer.close();
+      const { text, usage } = tally;
       const result = await end(run, unwritten, { kind: "succeeded", text, usage: usage.reported ? usage : null });
       const outcome = result === "ended" ? "succeeded" : result;
       if (outcome !== "superseded") deps.metrics?.finished(agent, outcome, (performance.now() - started) / 1000);
@@ -190,6 +245,61 @@ export function createRunExecutor(deps: ExecutorDeps) {
       deps.metrics?.running.dec();
     }
   };
+
+  /**
+   * A run that asked by name for an agent that may run before its claim
+   * (`Agent.pure`), its message in the job: the agent runs first, from the
+   * job's payload alone, and if it finishes within PRE_CLAIM_MS the claim,
+   * its events and the answer are one statement (claimAndSucceed) instead of
+   * a claim and an ending. False when the attempt is to go the usual way: the
+   * agent is not one of those, failed, or took longer (what it did is dropped;
+   * the usual way runs it again and records what happens).
+   */
+  async function runBeforeClaim(runId: string, request: { agent: string; content: string }): Promise<boolean> {
+    if (!orchestrator.preClaimAgents?.().includes(request.agent)) return false;
+    const controller = new AbortController();
+    const deadline = setTimeout(() => controller.abort(new RunAborted("timeout")), PRE_CLAIM_MS);
+    const started = performance.now();
+    const log = deps.log.child({ runId });
+    const sink = memorySink();
+    const tally: Tally = { agent: request.agent, text: "", usage: { promptTokens: 0, completionTokens: 0, reported: false } };
+    try {
+      const events = orchestrator.run(
+        { content: request.content, requestedAgent: request.agent },
+        { signal: controller.signal, log, history: [{ role: "user", content: request.content }], config, runId, attempt: 0 },
+      );
+      for await (const ev of events) {
+        if (controller.signal.aborted) return false;
+        record(ev, sink, tally);
+      }
+      if (controller.signal.aborted) return false;
+    } catch (err) {
+      log.debug({ err }, "agent did not finish before the claim; running the run the usual way");
+      return false;
+    } finally {
+      clearTimeout(deadline);
+    }
+    const { usage } = tally;
+    const done = await claimAndSucceed(
+      pool,
+      runId,
+      instanceId,
+      { events: sink.events, route: sink.route, text: tally.text, usage: usage.reported ? usage : null },
+      { maxAttempts, prepared },
+    );
+    if (!done) {
+      // Gone, finished, or cancelled before it started: a pending cancel is recorded.
+      await cancelUnstarted(pool, runId, prepared);
+      return true;
+    }
+    deps.notifier.announce(runId, done.lastSeq);
+    if (done.attempt === 1 && done.failures === 0) {
+      deps.metrics?.startLatency.observe((Date.now() - new Date(done.created_at).getTime()) / 1000);
+    }
+    deps.metrics?.finished(tally.agent, "succeeded", (performance.now() - started) / 1000);
+    log.info({ agent: tally.agent, attempt: done.attempt }, "run succeeded");
+    return true;
+  }
 
   /** Ends the attempt (endAttempt) and announces what it stored. */
   async function end(run: ClaimedRun, unwritten: Unwritten, ending: Ending): Promise<EndResult> {

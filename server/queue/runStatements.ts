@@ -144,6 +144,84 @@ export async function claimRun(
 }
 
 /**
+ * $1 run id, $2 instance id, $3 attempts allowed in all, $4/$5 the events'
+ * types and data (the agent's, in order), $6/$7 the route (agent, reason),
+ * $8/$9 usage, $10 the answer. An attempt whose agent ran before its claim
+ * (`Agent.pure`) and has finished: the claim and the success ending in one
+ * statement. Under the claim's conditions (the run is open and no cancel was
+ * requested) the run becomes this attempt's and succeeds; its events are what
+ * the claim, the agent and the ending would have written one after the other
+ * (`reset` from the second attempt on, `status running`, the agent's, `done`),
+ * under consecutive seqs. No row: the run is not to be run (gone, over, or
+ * cancelled before it started), and nothing was written. Like the endings, it
+ * sends no NOTIFY (runNotifier.ts).
+ */
+const CLAIM_AND_SUCCEED_SQL = `
+with c as (
+  update runs set status = 'succeeded', attempt = attempt + 1, instance_id = $2,
+    started_at = coalesce(started_at, now()), finished_at = now(), updated_at = now(),
+    last_seq = last_seq + case when attempt > 0 then 2 else 1 end + cardinality($4::text[]) + 1,
+    agent = coalesce($6::text, agent), route_reason = coalesce($7::text, route_reason),
+    prompt_tokens = $8::int, completion_tokens = $9::int, error_code = null, error_message = null
+  where id = $1 and status in ('queued', 'running') and cancel_requested_at is null
+  returning id, conversation_id, user_id, agent, attempt, failures, created_at, last_seq
+), m as (
+  insert into messages (conversation_id, user_id, role, content, run_id, agent)
+  select c.conversation_id, c.user_id, 'assistant', $10::text, c.id, c.agent from c
+  on conflict (run_id) where run_id is not null do nothing
+  returning id
+), mid as (
+  select coalesce((select id from m), (select id from messages where run_id = $1)) as id
+), ev as (
+  insert into run_events (run_id, seq, attempt, type, data, created_at)
+  select c.id, c.last_seq - cardinality(a.types) + t.ord, c.attempt, t.type, t.data, clock_timestamp()
+  from c cross join lateral (
+    select
+      (case when c.attempt > 1 then array['reset'] else array[]::text[] end) || array['status'] || $4::text[] || array['done'] as types,
+      (case when c.attempt > 1 then array[jsonb_build_object('attempt', c.attempt)] else array[]::jsonb[] end)
+        || array[jsonb_build_object('status', 'running', 'attempt', c.failures + 1, 'of', $3::int)]
+        || $5::jsonb[]
+        || array[jsonb_build_object('messageId', (select id from mid))] as data
+  ) a cross join lateral unnest(a.types, a.data) with ordinality as t(type, data, ord)
+)
+select c.attempt, c.failures, c.created_at, c.last_seq from c`;
+
+/** What claimAndSucceed recorded. */
+export interface ClaimedAndSucceeded {
+  attempt: number;
+  failures: number;
+  created_at: Date;
+  lastSeq: number;
+}
+
+/** See CLAIM_AND_SUCCEED_SQL; null when the run is not to be run. */
+export async function claimAndSucceed(
+  pool: Pool,
+  runId: string,
+  instanceId: string,
+  done: { events: PendingEvent[]; route: { agent: string; reason: string } | null; text: string; usage: { promptTokens: number; completionTokens: number } | null },
+  opts: { maxAttempts: number; prepared: boolean },
+): Promise<ClaimedAndSucceeded | null> {
+  const values = [
+    runId,
+    instanceId,
+    opts.maxAttempts,
+    done.events.map((e) => e.type),
+    done.events.map((e) => JSON.stringify(e.data ?? {})),
+    done.route?.agent ?? null,
+    done.route?.reason ?? null,
+    done.usage?.promptTokens ?? null,
+    done.usage?.completionTokens ?? null,
+    done.text,
+  ];
+  const r = await pool.query<{ attempt: number; failures: number; created_at: Date; last_seq: number }>(
+    statement("esa_run_claim_succeed", CLAIM_AND_SUCCEED_SQL, values, opts.prepared),
+  );
+  const row = r.rows[0];
+  return row ? { attempt: row.attempt, failures: row.failures, created_at: row.created_at, lastSeq: row.last_seq } : null;
+}
+
+/**
  * $1 run id. A run a cancel was requested for before any attempt took it:
  * cancelled, with its terminal event. False when there is nothing to cancel.
  */

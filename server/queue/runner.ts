@@ -16,7 +16,10 @@ export interface QueueDeps {
   config: Config;
   log: Logger;
   /** Runs one attempt of a run; resolves when the attempt has been recorded. */
-  executeRun(runId: string, opts: { shutdownSignal: AbortSignal; jobAttempts: number; jobMaxAttempts: number }): Promise<void>;
+  executeRun(
+    runId: string,
+    opts: { shutdownSignal: AbortSignal; jobAttempts: number; jobMaxAttempts: number; request?: { agent: string; content: string } },
+  ): Promise<void>;
   /** Told the pool's id once known: it is what graphile-worker locks jobs with. */
   onWorkerPoolId(id: string): void;
   /** Polling interval, ms; LISTEN makes new jobs start at once where it works. */
@@ -60,7 +63,7 @@ export async function startQueue(deps: QueueDeps): Promise<Queue> {
       widened = helpers.abortSignal;
       setMaxListeners(config.agents.maxConcurrentJobs + 10, widened);
     }
-    const runId = (payload as { runId?: unknown } | null)?.runId;
+    const { runId, agent, content } = (payload ?? {}) as { runId?: unknown; agent?: unknown; content?: unknown };
     if (typeof runId !== "string") {
       log.error({ payload }, "agent_run job without a runId; dropped");
       return;
@@ -69,6 +72,8 @@ export async function startQueue(deps: QueueDeps): Promise<Queue> {
       shutdownSignal: helpers.abortSignal,
       jobAttempts: helpers.job.attempts,
       jobMaxAttempts: helpers.job.max_attempts,
+      // What addRunJobExpr adds for a run that asked for an agent by name.
+      ...(typeof agent === "string" && typeof content === "string" ? { request: { agent, content } } : {}),
     });
   };
 

@@ -39,7 +39,10 @@ export interface Step {
   fail?: { code: string; message: string; retryable: boolean; retryAfterMs?: number };
 }
 
-/** A message content that scripts its run: step i is attempt i + 1; the last step repeats. */
+/**
+ * A message content that scripts its run: step i is attempt i + 1; the last
+ * step repeats. A run before its claim (attempt 0, a pure agent) takes step 1.
+ */
 export const scriptOf = (...steps: Step[]) => JSON.stringify({ steps });
 
 export interface AgentCall {
@@ -79,7 +82,12 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 
 const sleep = (ms: number, signal: AbortSignal) => abortable(new Promise<void>((r) => setTimeout(r, ms)), signal);
 
-export function createScriptedAgents(agentName = "scripted") {
+/**
+ * The scripted agent, named `agentName`. `pure`: it may run before its claim
+ * (`Agent.pure`; the POST must ask for it by name, so name it after an agent
+ * the API accepts, e.g. hello).
+ */
+export function createScriptedAgents(agentName = "scripted", opts: { pure?: boolean } = {}) {
   const calls: AgentCall[] = [];
   const hooks = new Map<string, (runId: string) => Promise<void>>();
   const gates = new Map<string, { promise: Promise<void>; open: () => void }>();
@@ -99,6 +107,7 @@ export function createScriptedAgents(agentName = "scripted") {
   const orchestrator: Orchestrator = {
     agentNames: () => [agentName],
     historyFreeAgents: () => [],
+    preClaimAgents: () => (opts.pure ? [agentName] : []),
     async *run(input, ctx): AsyncGenerator<RoutedEvent> {
       const call: AgentCall = { runId: ctx.runId, attempt: ctx.attempt, startedAt: performance.now(), startedAtMs: Date.now() };
       calls.push(call);
@@ -111,7 +120,7 @@ export function createScriptedAgents(agentName = "scripted") {
       ctx.signal.addEventListener("abort", onAbort, { once: true });
       try {
         const { steps } = JSON.parse(input.content) as { steps: Step[] };
-        const step = steps[Math.min(ctx.attempt, steps.length) - 1] ?? {};
+        const step = steps[Math.min(Math.max(ctx.attempt, 1), steps.length) - 1] ?? {};
         yield { type: "route", agent: agentName, reason: "scripted by the test" };
         if (step.gate) await abortable(gate(step.gate).promise, ctx.signal);
         for (const text of step.text ?? []) {
@@ -273,8 +282,8 @@ export interface QueueFixture {
  * in a beforeAll and closed (queue, API, database) in an afterAll of the
  * calling scope.
  */
-export function useQueueFixture(opts: { api?: { env?: Env }; queue?: TestQueueOptions } = {}): QueueFixture {
-  const agents = createScriptedAgents();
+export function useQueueFixture(opts: { api?: { env?: Env }; queue?: TestQueueOptions; agent?: { name: string; pure?: boolean } } = {}): QueueFixture {
+  const agents = opts.agent ? createScriptedAgents(opts.agent.name, { pure: opts.agent.pure ?? false }) : createScriptedAgents();
   const get = useOnce(async (release) => {
     const db = await createTestDatabase({ migrate: true });
     release(() => db.drop());
@@ -399,9 +408,9 @@ export async function newConversation(client: Client): Promise<string> {
   return (res.body as { id: string }).id;
 }
 
-/** POSTs a message; returns the 202 body's run id and message id. */
-export async function postRun(client: Client, conversationId: string, content: string): Promise<{ runId: string; messageId: string; status: string }> {
-  const res = await client.post(`/api/conversations/${conversationId}/messages`, { content });
+/** POSTs a message (asking for `agent` by name when given); returns the 202 body's run id and message id. */
+export async function postRun(client: Client, conversationId: string, content: string, agent?: string): Promise<{ runId: string; messageId: string; status: string }> {
+  const res = await client.post(`/api/conversations/${conversationId}/messages`, agent ? { content, agent } : { content });
   if (res.status !== 202) throw new Error(`message: ${res.status} ${res.text}`);
   const body = res.body as { message: { id: string }; run: { id: string; status: string } };
   return { runId: body.run.id, messageId: body.message.id, status: body.run.status };
