@@ -34,6 +34,7 @@ import {
   runRow,
   scriptOf,
   useQueueFixture,
+  waitFor,
   waitForNoJob,
   waitForStatus,
   type QueueFixture,
@@ -201,6 +202,21 @@ describe("a run of an agent that may run before its claim", () => {
     const events = await runEvents(pf.db, runId);
     expect(events.map((e) => e.type)).toEqual(["status", "route", "text.delta", "done"]);
     expect((await assistantMessages(pf.db, runId)).map((a) => a.content)).toEqual(["slow"]);
+  });
+
+  it("does not wait past PRE_CLAIM_MS for an agent that ignores its signal: the claimed attempt starts while it still runs", async () => {
+    let hooked = 0;
+    pf.agents.hook("stubborn", async () => {
+      // The first call (before the claim) takes long and does not watch the signal; the claimed one is quick.
+      if (hooked++ === 0) await new Promise((r) => setTimeout(r, PRE_CLAIM_MS * 10));
+    });
+    const runId = await runOne(scriptOf({ text: ["late"], hook: "stubborn" }));
+    await waitFor("the run before the claim to end", () => pf.agents.callsFor(runId)[0]?.endedAt !== undefined);
+    const [early, claimed] = pf.agents.callsFor(runId);
+    expect([early?.attempt, claimed?.attempt, claimed?.outcome]).toEqual([0, 1, "done"]);
+    expect(claimed?.startedAt).toBeLessThan(early?.endedAt ?? 0);
+    expect((await runEvents(pf.db, runId)).map((e) => e.type)).toEqual(["status", "route", "text.delta", "done"]);
+    expect((await assistantMessages(pf.db, runId)).map((a) => a.content)).toEqual(["late"]);
   });
 
   it("goes the usual way when the agent fails before the claim: the failure is recorded by a claimed attempt", async () => {
