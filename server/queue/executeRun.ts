@@ -263,27 +263,33 @@ export function createRunExecutor(deps: ExecutorDeps) {
     const log = deps.log.child({ runId });
     const sink = memorySink();
     const tally: Tally = { agent: request.agent, text: "", usage: { promptTokens: 0, completionTokens: 0, reported: false } };
-    // The deadline ends the wait for the next event even when the agent does not watch its signal.
-    const expired = new Promise<"expired">((resolve) => controller.signal.addEventListener("abort", () => resolve("expired"), { once: true }));
-    const run = orchestrator.run(
-      { content: request.content, requestedAgent: request.agent },
-      { signal: controller.signal, log, history: [{ role: "user", content: request.content }], config, runId, attempt: 0 },
-    );
-    const events = run[Symbol.asyncIterator]();
-    try {
-      for (;;) {
-        const next = await Promise.race([events.next(), expired]);
-        if (next === "expired") throw controller.signal.reason;
-        if (next.done) break;
-        record(next.value, sink, tally);
+    const consumed = (async () => {
+      const events = orchestrator.run(
+        { content: request.content, requestedAgent: request.agent },
+        { signal: controller.signal, log, history: [{ role: "user", content: request.content }], config, runId, attempt: 0 },
+      );
+      for await (const ev of events) {
+        if (controller.signal.aborted) return false;
+        record(ev, sink, tally);
       }
+      return !controller.signal.aborted;
+    })();
+    // The deadline ends the wait even when the agent does not watch its signal:
+    // the loop above then stops at the agent's next step, in the background.
+    const expired = new Promise<false>((resolve) => controller.signal.addEventListener("abort", () => resolve(false), { once: true }));
+    let finished: boolean;
+    try {
+      finished = await Promise.race([consumed, expired]);
     } catch (err) {
-      // Dropped; the generator ends in the background, at its next step.
-      events.return?.(undefined).catch(() => undefined);
-      log.debug({ err }, "agent did not finish before the claim; running the run the usual way");
-      return false;
+      log.debug({ err }, "agent failed before the claim; running the run the usual way");
+      finished = false;
     } finally {
       clearTimeout(deadline);
+    }
+    if (!finished) {
+      controller.abort(new RunAborted("timeout"));
+      consumed.catch(() => undefined);
+      return false;
     }
     const { usage } = tally;
     const done = await claimAndSucceed(
