@@ -89,14 +89,23 @@ const eventsOf = async (runId: string) =>
 const answersOf = async (runId: string) =>
   (await db.pool.query<{ id: string; content: string }>("select id, content from messages where run_id = $1", [runId])).rows;
 
-const succeed = (runId: string, text = "hello there") =>
+const succeed = (runId: string, text = "hello there", agentStartedAt = performance.now()) =>
   claimAndSucceed(
     db.pool,
     runId,
     "test-instance",
-    { events: [{ type: "route", data: { agent: "hello", reason: "asked for" } }, { type: "text.delta", data: { text } }], route: { agent: "hello", reason: "asked for" }, text, usage: null },
+    {
+      events: [{ type: "route", data: { agent: "hello", reason: "asked for" } }, { type: "text.delta", data: { text } }],
+      route: { agent: "hello", reason: "asked for" },
+      text,
+      usage: null,
+      agentStartedAt,
+    },
     { maxAttempts: 4, prepared: false },
   );
+
+const timesOf = async (runId: string) =>
+  (await db.pool.query<{ created_at: Date; started_at: Date; finished_at: Date }>("select created_at, started_at, finished_at from runs where id = $1", [runId])).rows[0];
 
 describe("a run's job payload", () => {
   it("carries the agent and the message of a run that asked for an agent by name, up to PAYLOAD_CONTENT_MAX characters", async () => {
@@ -152,6 +161,23 @@ describe("claim and success in one statement", () => {
       [6, 2, "done"],
     ]);
     expect(events[1]?.data).toEqual({ attempt: 2 });
+  });
+
+  it("dates the start when the attempt started, before its agent ran, never before the run was created", async () => {
+    const conv = await newConversation(client);
+    const run = await post(conv, "hi", "hello");
+    await new Promise((r) => setTimeout(r, 700));
+    // The attempt started 500 ms before the statement (its agent took that long).
+    await succeed(run, "hello there", performance.now() - 500);
+    const t = await timesOf(run);
+    const ahead = (t?.finished_at.getTime() ?? 0) - (t?.started_at.getTime() ?? 0);
+    expect(ahead).toBeGreaterThanOrEqual(499);
+    expect(ahead).toBeLessThan(650);
+    // An attempt said to have started before the run existed starts when it was created.
+    const early = await post(conv, "hi", "hello");
+    await succeed(early, "hello there", performance.now() - 3_600_000);
+    const e = await timesOf(early);
+    expect(e?.started_at.getTime()).toBe(e?.created_at.getTime());
   });
 
   it("writes nothing for a run whose cancel was requested before it started", async () => {

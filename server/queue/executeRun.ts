@@ -296,7 +296,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
       pool,
       runId,
       instanceId,
-      { events: sink.events, route: sink.route, text: tally.text, usage: usage.reported ? usage : null },
+      { events: sink.events, route: sink.route, text: tally.text, usage: usage.reported ? usage : null, agentStartedAt: started },
       { maxAttempts, prepared },
     );
     if (!done) {
@@ -306,7 +306,9 @@ export function createRunExecutor(deps: ExecutorDeps) {
     }
     deps.notifier.announce(runId, done.lastSeq);
     if (done.attempt === 1 && done.failures === 0) {
-      deps.metrics?.startLatency.observe((Date.now() - new Date(done.created_at).getTime()) / 1000);
+      // As started_at: from the attempt's start, before its agent ran.
+      const agentStartedMs = Date.now() - (performance.now() - started);
+      deps.metrics?.startLatency.observe((agentStartedMs - new Date(done.created_at).getTime()) / 1000);
     }
     deps.metrics?.finished(tally.agent, "succeeded", (performance.now() - started) / 1000);
     log.info({ agent: tally.agent, attempt: done.attempt }, "run succeeded");

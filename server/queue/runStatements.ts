@@ -146,7 +146,9 @@ export async function claimRun(
 /**
  * $1 run id, $2 instance id, $3 attempts allowed in all, $4/$5 the events'
  * types and data (the agent's, in order), $6/$7 the route (agent, reason),
- * $8/$9 usage, $10 the answer. An attempt whose agent ran before its claim
+ * $8/$9 usage, $10 the answer, $11 how long before this statement the
+ * attempt started, ms (a duration on the instance's monotonic clock, never its
+ * wall clock). An attempt whose agent ran before its claim
  * (`Agent.pure`) and has finished: the claim and the success ending in one
  * statement. Under the claim's conditions (the run is open and no cancel was
  * requested) the run becomes this attempt's and succeeds; its events are what
@@ -155,11 +157,18 @@ export async function claimRun(
  * under consecutive seqs. No row: the run is not to be run (gone, over, or
  * cancelled before it started), and nothing was written. Like the endings, it
  * sends no NOTIFY (runNotifier.ts).
+ *
+ * `started_at` is when the attempt started: this statement's start less $11.
+ * (A claim's is the claim's start, just before its agent starts; here the
+ * agent ran before this statement, which the database's clock cannot see.
+ * PostgreSQL starts the statement after the instance sent it, so the time is
+ * never before the attempt's real start; `created_at` bounds it all the same.)
  */
 const CLAIM_AND_SUCCEED_SQL = `
 with c as (
   update runs set status = 'succeeded', attempt = attempt + 1, instance_id = $2,
-    started_at = coalesce(started_at, now()), finished_at = now(), updated_at = now(),
+    started_at = coalesce(started_at, greatest(created_at, now() - make_interval(secs => $11::float8 / 1000))),
+    finished_at = now(), updated_at = now(),
     last_seq = last_seq + case when attempt > 0 then 2 else 1 end + cardinality($4::text[]) + 1,
     agent = coalesce($6::text, agent), route_reason = coalesce($7::text, route_reason),
     prompt_tokens = $8::int, completion_tokens = $9::int, error_code = null, error_message = null
@@ -199,7 +208,14 @@ export async function claimAndSucceed(
   pool: Pool,
   runId: string,
   instanceId: string,
-  done: { events: PendingEvent[]; route: { agent: string; reason: string } | null; text: string; usage: { promptTokens: number; completionTokens: number } | null },
+  done: {
+    events: PendingEvent[];
+    route: { agent: string; reason: string } | null;
+    text: string;
+    usage: { promptTokens: number; completionTokens: number } | null;
+    /** When the attempt started: performance.now() on this instance. */
+    agentStartedAt: number;
+  },
   opts: { maxAttempts: number; prepared: boolean },
 ): Promise<ClaimedAndSucceeded | null> {
   const values = [
@@ -213,6 +229,8 @@ export async function claimAndSucceed(
     done.usage?.promptTokens ?? null,
     done.usage?.completionTokens ?? null,
     done.text,
+    // Taken last, just before the statement is sent.
+    Math.max(0, performance.now() - done.agentStartedAt),
   ];
   const r = await pool.query<{ attempt: number; failures: number; created_at: Date; last_seq: number }>(
     statement("esa_run_claim_succeed", CLAIM_AND_SUCCEED_SQL, values, opts.prepared),
