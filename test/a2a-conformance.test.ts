@@ -165,14 +165,43 @@ describe("cancel and subscribe (point 5)", () => {
     const { token } = await a2a.stack.token();
     const client = await a2a.stack.client(token);
     const events: StreamResponse[] = [];
-    let cancelled = false;
-    for await (const r of client.sendMessageStream({ tenant: "", message: userMessage(scriptOf({ text: ["x"], hang: true })), configuration: undefined, metadata: undefined })) {
-      events.push(r);
-      if (r.payload?.$case === "artifactUpdate" && !cancelled) {
-        cancelled = true;
-        const id = events[0]?.payload?.$case === "task" ? events[0].payload.value.id : "";
-        void client.cancelTask({ tenant: "", id, metadata: undefined });
+    let id = "";
+    // The cancel is not awaited inside the loop (the stream must go on being
+    // read), but its failure, or a stream that never ends after it, fails the
+    // test at once with what was seen, not at the test's timeout.
+    const abort = new AbortController();
+    let gaveUp: string | null = null;
+    let watchdog: NodeJS.Timeout | undefined;
+    try {
+      for await (const r of client.sendMessageStream(
+        { tenant: "", message: userMessage(scriptOf({ text: ["x"], hang: true })), configuration: undefined, metadata: undefined },
+        { signal: abort.signal },
+      )) {
+        events.push(r);
+        if (r.payload?.$case === "artifactUpdate" && !id) {
+          id = events[0]?.payload?.$case === "task" ? events[0].payload.value.id : "";
+          client.cancelTask({ tenant: "", id, metadata: undefined }).catch((err: unknown) => {
+            gaveUp = `cancelTask failed: ${String(err)}`;
+            abort.abort();
+          });
+          watchdog = setTimeout(() => {
+            gaveUp = "the stream did not end within 15 s of the cancel";
+            abort.abort();
+          }, 15_000);
+        }
       }
+    } catch (err) {
+      if (!gaveUp) throw err;
+    } finally {
+      clearTimeout(watchdog);
+    }
+    if (gaveUp) {
+      const row = id ? await a2a.db.pool.query("select status, cancel_requested_at, last_seq from runs where id = $1", [id]) : null;
+      const stored = id ? await a2a.db.pool.query("select seq, type from run_events where run_id = $1 order by seq", [id]) : null;
+      throw new Error(
+        `${gaveUp}; stream events: ${events.map((e) => e.payload?.$case).join(", ")}; run: ${JSON.stringify(row?.rows[0])}; ` +
+          `stored events: ${stored?.rows.map((e: { seq: number; type: string }) => `${e.seq} ${e.type}`).join(", ")}`,
+      );
     }
     const last = events.at(-1);
     expect(last?.payload?.$case).toBe("statusUpdate");
