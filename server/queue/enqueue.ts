@@ -20,12 +20,14 @@ export const scheduleRunSql = `select graphile_worker.add_job(
 /** The longest message a job carries with its run (see addRunJobExpr). */
 export const PAYLOAD_CONTENT_MAX = 2000;
 
-/** A job's payload: the run id, and what addRunJobExpr adds for a run that asked for an agent. */
-export interface RunPayload {
-  runId: string;
-  agent?: string;
-  content?: string;
+/** What addRunJobExpr adds to the payload of a run that asked for an agent by name. */
+export interface RunRequest {
+  agent: string;
+  content: string;
 }
+
+/** A job's payload as the task receives it (unchecked JSON). */
+export type RunPayload = { runId?: unknown } & { [K in keyof RunRequest]?: unknown };
 
 /**
  * A SQL expression adding the job for run id expression `runIdExpr`. With

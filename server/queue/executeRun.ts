@@ -17,6 +17,7 @@ import type { RunEventType } from "../../shared/realtime.js";
 import { createEventWriter, AttemptSuperseded, MAX_DELTA_CHARS, type PendingEvent, type RouteUpdate, type StoredEventRow, type Unwritten } from "./runEvents.js";
 import { cancelUnstarted, claimAndSucceed, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
 import type { RunNotifier } from "./runNotifier.js";
+import type { RunRequest } from "./enqueue.js";
 import type { QueueMetrics } from "./metrics.js";
 
 /** Why a run's signal fired. */
@@ -76,12 +77,14 @@ interface EventSink {
   event(type: RunEventType, data: unknown, route?: RouteUpdate): void;
 }
 
-/** What an attempt's events add up to. */
+/** What an attempt's events add up to: the agent that answers (the route's), its text and usage. */
 interface Tally {
   agent: string;
   text: string;
   usage: { promptTokens: number; completionTokens: number; reported: boolean };
 }
+
+const newTally = (agent: string): Tally => ({ agent, text: "", usage: { promptTokens: 0, completionTokens: 0, reported: false } });
 
 /** One orchestrator event into the sink and the tally. */
 function record(ev: RoutedEvent, sink: EventSink, tally: Tally): void {
@@ -148,7 +151,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
 
   return async function executeRun(
     runId: string,
-    opts: { shutdownSignal: AbortSignal; jobAttempts?: number; jobMaxAttempts?: number; request?: { agent: string; content: string } },
+    opts: { shutdownSignal: AbortSignal; jobAttempts?: number; jobMaxAttempts?: number; request?: RunRequest },
   ) {
     if (opts.request && !opts.shutdownSignal.aborted && (await runBeforeClaim(runId, opts.request))) return;
     const claim = await claimRun(pool, runId, instanceId, {
@@ -184,7 +187,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
     const timeout = setTimeout(() => abort("timeout"), config.agents.jobTimeoutMs);
     const unwatch = deps.cancels.watch(runId, () => abort("cancel"));
     const writer = createEventWriter(pool, runId, run.attempt, { prepared, ...(deps.onStored ? { onStored: deps.onStored } : {}) });
-    let agent = run.requested_agent ?? "unrouted";
+    const tally = newTally(run.requested_agent ?? "unrouted");
     deps.metrics?.running.inc();
     // The claim's events (`status running`) are announced by the run's next
     // write, or by this when the agent has yielded nothing for a while (an LLM router deciding).
@@ -197,7 +200,6 @@ export function createRunExecutor(deps: ExecutorDeps) {
       claimNotify = null;
     };
 
-    const tally: Tally = { agent, text: "", usage: { promptTokens: 0, completionTokens: 0, reported: false } };
     try {
       const events = orchestrator.run(
         { content: claim.content, requestedAgent: run.requested_agent },
@@ -208,11 +210,10 @@ export function createRunExecutor(deps: ExecutorDeps) {
         // Whatever the event, it is written (with a NOTIFY) at once or with the ending.
         claimAnnounced();
         record(ev, writer, tally);
-        agent = tally.agent;
       }
       if (controller.signal.aborted) throw controller.signal.reason;
       const unwritten = await writer.close();
-      const { text, usage } = tally;
+      const { agent, text, usage } = tally;
       const result = await end(run, unwritten, { kind: "succeeded", text, usage: usage.reported ? usage : null });
       const outcome = result === "ended" ? "succeeded" : result;
       if (outcome !== "superseded") deps.metrics?.finished(agent, outcome, (performance.now() - started) / 1000);
@@ -230,12 +231,12 @@ export function createRunExecutor(deps: ExecutorDeps) {
       if (superseded) {
         // Another instance took the run over while this one was paused: stop, write nothing.
         abort("shutdown");
-        deps.metrics?.finished(agent, "superseded", (performance.now() - started) / 1000);
+        deps.metrics?.finished(tally.agent, "superseded", (performance.now() - started) / 1000);
         log.warn("attempt superseded by a newer one; abandoned");
         return;
       }
       const reason = controller.signal.aborted ? controller.signal.reason : raw;
-      await handleFailure(run, unwritten, reason, agent, log, started);
+      await handleFailure(run, unwritten, reason, tally.agent, log, started);
     } finally {
       // Every way out wrote an ending (which notifies), or was superseded (nothing of this attempt counts).
       claimAnnounced();
@@ -255,14 +256,14 @@ export function createRunExecutor(deps: ExecutorDeps) {
    * agent is not one of those, failed, or took longer (what it did is dropped;
    * the usual way runs it again and records what happens).
    */
-  async function runBeforeClaim(runId: string, request: { agent: string; content: string }): Promise<boolean> {
+  async function runBeforeClaim(runId: string, request: RunRequest): Promise<boolean> {
     if (!orchestrator.preClaimAgents?.().includes(request.agent)) return false;
     const controller = new AbortController();
     const deadline = setTimeout(() => controller.abort(new RunAborted("timeout")), PRE_CLAIM_MS);
     const started = performance.now();
     const log = deps.log.child({ runId });
     const sink = memorySink();
-    const tally: Tally = { agent: request.agent, text: "", usage: { promptTokens: 0, completionTokens: 0, reported: false } };
+    const tally = newTally(request.agent);
     const consumed = (async () => {
       const events = orchestrator.run(
         { content: request.content, requestedAgent: request.agent },

@@ -8,7 +8,7 @@ import { run, Logger as WorkerLogger, type Runner, type Task, type WorkerEvents 
 import type { Pool } from "../db/pool.js";
 import type { Logger } from "../ops/logger.js";
 import type { Config } from "../config.js";
-import { RUN_TASK } from "./enqueue.js";
+import { RUN_TASK, type RunPayload, type RunRequest } from "./enqueue.js";
 
 export interface QueueDeps {
   /** The pool graphile-worker uses (direct connection when DATABASE_DIRECT_URL is set). */
@@ -18,7 +18,7 @@ export interface QueueDeps {
   /** Runs one attempt of a run; resolves when the attempt has been recorded. */
   executeRun(
     runId: string,
-    opts: { shutdownSignal: AbortSignal; jobAttempts: number; jobMaxAttempts: number; request?: { agent: string; content: string } },
+    opts: { shutdownSignal: AbortSignal; jobAttempts: number; jobMaxAttempts: number; request?: RunRequest },
   ): Promise<void>;
   /** Told the pool's id once known: it is what graphile-worker locks jobs with. */
   onWorkerPoolId(id: string): void;
@@ -63,7 +63,7 @@ export async function startQueue(deps: QueueDeps): Promise<Queue> {
       widened = helpers.abortSignal;
       setMaxListeners(config.agents.maxConcurrentJobs + 10, widened);
     }
-    const { runId, agent, content } = (payload ?? {}) as { runId?: unknown; agent?: unknown; content?: unknown };
+    const { runId, agent, content } = (payload ?? {}) as RunPayload;
     if (typeof runId !== "string") {
       log.error({ payload }, "agent_run job without a runId; dropped");
       return;
