@@ -14,7 +14,7 @@ import type { Logger } from "../ops/logger.js";
 import type { Orchestrator, RoutedEvent } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
 import type { RunEventType } from "../../shared/realtime.js";
-import { createEventWriter, AttemptSuperseded, MAX_DELTA_CHARS, type PendingEvent, type RouteUpdate, type StoredEventRow, type Unwritten } from "./runEvents.js";
+import { createEventBuffer, createEventWriter, AttemptSuperseded, type RouteUpdate, type StoredEventRow, type Unwritten } from "./runEvents.js";
 import { cancelUnstarted, claimAndSucceed, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
 import type { RunNotifier } from "./runNotifier.js";
 import type { RunRequest } from "./enqueue.js";
@@ -71,7 +71,7 @@ const NOTHING: Unwritten = { events: [], route: null };
  */
 export const PRE_CLAIM_MS = 20;
 
-/** Where an attempt's events go: the run's event writer, or memory before the claim. */
+/** Where an attempt's events go: the run's event writer, or an event buffer before the claim. */
 interface EventSink {
   delta(text: string): void;
   event(type: RunEventType, data: unknown, route?: RouteUpdate): void;
@@ -117,30 +117,6 @@ function record(ev: RoutedEvent, sink: EventSink, tally: Tally): void {
       throw new Error(`unknown agent event ${JSON.stringify(unreachable)}`);
     }
   }
-}
-
-/** A sink keeping the events, consecutive text deltas coalesced as the writer does. */
-function memorySink(): EventSink & Unwritten {
-  const events: PendingEvent[] = [];
-  let open: { text: string } | null = null;
-  const out = {
-    events,
-    route: null as RouteUpdate | null,
-    delta(text: string) {
-      if (open && open.text.length + text.length <= MAX_DELTA_CHARS) {
-        open.text += text;
-      } else {
-        open = { text };
-        events.push({ type: "text.delta", data: open });
-      }
-    },
-    event(type: RunEventType, data: unknown, route?: RouteUpdate) {
-      events.push({ type, data });
-      open = null;
-      if (route) out.route = route;
-    },
-  };
-  return out;
 }
 
 export function createRunExecutor(deps: ExecutorDeps) {
@@ -262,7 +238,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
     const deadline = setTimeout(() => controller.abort(new RunAborted("timeout")), PRE_CLAIM_MS);
     const started = performance.now();
     const log = deps.log.child({ runId });
-    const sink = memorySink();
+    const sink = createEventBuffer();
     const tally = newTally(request.agent);
     const consumed = (async () => {
       const events = orchestrator.run(
@@ -297,7 +273,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
       pool,
       runId,
       instanceId,
-      { events: sink.events, route: sink.route, text: tally.text, usage: usage.reported ? usage : null, agentStartedAt: started },
+      { ...sink.take(), text: tally.text, usage: usage.reported ? usage : null, agentStartedAt: started },
       { maxAttempts, prepared },
     );
     if (!done) {

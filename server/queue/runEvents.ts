@@ -110,6 +110,44 @@ export interface Unwritten {
 }
 
 /**
+ * Events not yet written, in order: consecutive text deltas coalesced into
+ * one `text.delta` event of up to MAX_DELTA_CHARS, and the run's route as
+ * the last `route` event set it. `take` hands them over and starts afresh.
+ */
+export function createEventBuffer() {
+  let events: PendingEvent[] = [];
+  /** The data of the last event when it is a text delta still open to more text. */
+  let openText: { text: string } | null = null;
+  let route: RouteUpdate | null = null;
+  return {
+    get empty() {
+      return events.length === 0;
+    },
+    delta(chunk: string) {
+      if (openText && openText.text.length + chunk.length <= MAX_DELTA_CHARS) {
+        openText.text += chunk;
+      } else {
+        openText = { text: chunk };
+        events.push({ type: "text.delta", data: openText });
+      }
+    },
+    /** Any other event; `routeUpdate` records the run's route with it (the `route` event). */
+    event(type: RunEventType, data: unknown, routeUpdate?: RouteUpdate) {
+      events.push({ type, data });
+      openText = null;
+      if (routeUpdate) route = routeUpdate;
+    },
+    take(): Unwritten {
+      const out = { events, route };
+      events = [];
+      openText = null;
+      route = null;
+      return out;
+    },
+  };
+}
+
+/**
  * Writes a run's events through, in order, with at most one write in flight:
  * an event (or text delta) is written at once when no write is in flight
  * (at the end of the current event-loop turn, so what an agent yields in one
@@ -132,10 +170,7 @@ export function createEventWriter(
   attempt: number,
   opts: { prepared?: boolean; onStored?: (rows: StoredEventRow[]) => void } = {},
 ) {
-  let pending: PendingEvent[] = [];
-  /** The data of the last pending event when it is a text delta still open to more text. */
-  let openText: { text: string } | null = null;
-  let route: RouteUpdate | null = null;
+  const pending = createEventBuffer();
   let inflight: Promise<void> | null = null;
   let scheduled: NodeJS.Immediate | null = null;
   let failure: unknown = null;
@@ -144,13 +179,6 @@ export function createEventWriter(
   const check = () => {
     if (failure) throw failure;
   };
-  const take = (): Unwritten => {
-    const out = { events: pending, route };
-    pending = [];
-    openText = null;
-    route = null;
-    return out;
-  };
   const unschedule = () => {
     if (scheduled) clearImmediate(scheduled);
     scheduled = null;
@@ -158,8 +186,8 @@ export function createEventWriter(
   /** Writes everything pending now, unless a write is in flight (it calls this again when done). */
   const write = () => {
     unschedule();
-    if (inflight || closed || failure || pending.length === 0) return;
-    const batch = take();
+    if (inflight || closed || failure || pending.empty) return;
+    const batch = pending.take();
     inflight = appendStoredEvents(pool, runId, attempt, batch.events, { route: batch.route, prepared: opts.prepared ?? false }).then(
       (rows) => {
         inflight = null;
@@ -188,26 +216,19 @@ export function createEventWriter(
     delta(chunk: string) {
       check();
       if (closed) return;
-      if (openText && openText.text.length + chunk.length <= MAX_DELTA_CHARS) {
-        openText.text += chunk;
-      } else {
-        openText = { text: chunk };
-        pending.push({ type: "text.delta", data: openText });
-      }
+      pending.delta(chunk);
       start();
     },
     /** Any other event; `routeUpdate` records the run's route with it (the `route` event). */
     event(type: RunEventType, data: unknown, routeUpdate?: RouteUpdate) {
       check();
       if (closed) return;
-      pending.push({ type, data });
-      openText = null;
-      if (routeUpdate) route = routeUpdate;
+      pending.event(type, data, routeUpdate);
       start();
     },
     /** Waits until everything so far is stored. */
     async flush() {
-      while (!closed && !failure && (inflight || pending.length > 0)) {
+      while (!closed && !failure && (inflight || !pending.empty)) {
         write();
         await settled();
       }
@@ -223,13 +244,13 @@ export function createEventWriter(
       unschedule();
       await settled();
       check();
-      return take();
+      return pending.take();
     },
     /** Ends the writer dropping what is not written; waits for the write in flight, ignoring its outcome. */
     async discard() {
       closed = true;
       unschedule();
-      take();
+      pending.take();
       await settled();
     },
   };
