@@ -144,6 +144,22 @@ export async function claimRun(
 }
 
 /**
+ * The CTEs `m` and `mid` that write a run's answer exactly once: the
+ * assistant message from the run row `from` (rows it yields, filtered by
+ * `where`), the text $`textParam`, and `mid`, the answer's id whether this
+ * statement wrote it or an earlier one did (messages_run_id_unique). $1 is the
+ * run id.
+ */
+const answerCtes = (from: string, textParam: number, where = "true") => `m as (
+  insert into messages (conversation_id, user_id, role, content, run_id, agent)
+  select ${from}.conversation_id, ${from}.user_id, 'assistant', $${textParam}::text, $1, ${from}.agent from ${from} where ${where}
+  on conflict (run_id) where run_id is not null do nothing
+  returning id
+), mid as (
+  select coalesce((select id from m), (select id from messages where run_id = $1)) as id
+)`;
+
+/**
  * $1 run id, $2 instance id, $3 attempts allowed in all, $4/$5 the events'
  * types and data (the agent's, in order), $6/$7 the route (agent, reason),
  * $8/$9 usage, $10 the answer, $11 how long before this statement the
@@ -174,14 +190,7 @@ with c as (
     prompt_tokens = $8::int, completion_tokens = $9::int, error_code = null, error_message = null
   where id = $1 and status in ('queued', 'running') and cancel_requested_at is null
   returning id, conversation_id, user_id, agent, attempt, failures, created_at, last_seq
-), m as (
-  insert into messages (conversation_id, user_id, role, content, run_id, agent)
-  select c.conversation_id, c.user_id, 'assistant', $10::text, c.id, c.agent from c
-  on conflict (run_id) where run_id is not null do nothing
-  returning id
-), mid as (
-  select coalesce((select id from m), (select id from messages where run_id = $1)) as id
-), ev as (
+), ${answerCtes("c", 10)}, ev as (
   insert into run_events (run_id, seq, attempt, type, data, created_at)
   select c.id, c.last_seq - cardinality(a.types) + t.ord, c.attempt, t.type, t.data, clock_timestamp()
   from c cross join lateral (
@@ -356,14 +365,7 @@ function endSql(s: EndingSql): string {
   ];
   const answer =
     s.status === "succeeded"
-      ? `, m as (
-  insert into messages (conversation_id, user_id, role, content, run_id, agent)
-  select r.conversation_id, r.user_id, 'assistant', $9::text, $1, r.agent from r where r.status = 'succeeded'
-  on conflict (run_id) where run_id is not null do nothing
-  returning id
-), mid as (
-  select coalesce((select id from m), (select id from messages where run_id = $1)) as id
-)`
+      ? `, ${answerCtes("r", 9, "r.status = 'succeeded'")}`
       : "";
   const job = s.runAt
     ? `, j as (
