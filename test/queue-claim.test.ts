@@ -7,10 +7,8 @@
  * the job's payload that lets it. And the schema's rule that open runs, and
  * only they, have no `finished_at`, which the open-runs index relies on.
  */
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { createTestDatabase, type TestDatabase } from "./helpers/db.js";
-import { startDataApi, type Client, type DataApi } from "./helpers/dataApi.js";
-import { newConversation } from "./helpers/queue.js";
+import { describe, it, expect } from "vitest";
+import { newConversation, postRun, useQueueFixture } from "./helpers/queue.js";
 import { claimAndSucceed, claimRun } from "../server/queue/runStatements.js";
 import { PAYLOAD_CONTENT_MAX } from "../server/queue/enqueue.js";
 import { createOrchestrator } from "../server/agents/orchestrator.js";
@@ -18,33 +16,17 @@ import { createAgentRegistry } from "../server/agents/registry.js";
 import { loadConfig } from "../server/config.js";
 import { unlimitedBudget } from "../server/agents/budget.js";
 
-let db: TestDatabase;
-let api: DataApi;
-let client: Client;
+// No queue runs here: every run stays queued until the test claims it.
+const fx = useQueueFixture();
 
-beforeAll(async () => {
-  db = await createTestDatabase({ migrate: true });
-  // No queue runs here: every run stays queued until the test claims it.
-  api = await startDataApi(db);
-  client = api.client();
-});
-afterAll(async () => {
-  await api?.close();
-  await db?.drop();
-});
-
-async function post(conversation: string, content: string, agent?: string): Promise<string> {
-  const res = await client.post(`/api/conversations/${conversation}/messages`, agent ? { content, agent } : { content });
-  expect(res.status).toBe(202);
-  return (res.body as { run: { id: string } }).run.id;
-}
+const post = async (conversation: string, content: string, agent?: string) => (await postRun(fx.client, conversation, content, agent)).runId;
 
 const claim = (runId: string, historyFreeAgents: string[]) =>
-  claimRun(db.pool, runId, "test-instance", { maxAttempts: 4, historyLimit: 20, prepared: false, historyFreeAgents });
+  claimRun(fx.db.pool, runId, "test-instance", { maxAttempts: 4, historyLimit: 20, prepared: false, historyFreeAgents });
 
 describe("the claim", () => {
   it("reads the conversation up to the run's message, oldest first, for an agent that may use it", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     await post(conv, "first");
     await post(conv, "second");
     const run = await post(conv, "third");
@@ -59,7 +41,7 @@ describe("the claim", () => {
   });
 
   it("gives a run that asked for an agent reading no history its own message alone", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     await post(conv, "earlier");
     const run = await post(conv, "hi there", "hello");
     const c = await claim(run, ["hello", "math"]);
@@ -67,7 +49,7 @@ describe("the claim", () => {
     expect(c?.turns).toEqual([{ role: "user", content: "hi there" }]);
     expect(c?.run.requested_agent).toBe("hello");
     // The same claim for an agent not in the list reads the history (a second attempt of the run).
-    await db.pool.query("update runs set status = 'queued' where id = $1", [run]);
+    await fx.db.pool.query("update runs set status = 'queued' where id = $1", [run]);
     const again = await claim(run, ["math"]);
     expect(again?.run.attempt).toBe(2);
     expect(again?.turns.map((t) => t.content)).toEqual(["earlier", "hi there"]);
@@ -81,17 +63,17 @@ describe("the claim", () => {
 });
 
 const payloadOf = async (runId: string) =>
-  (await db.pool.query<{ payload: unknown }>("select payload from graphile_worker._private_jobs where key = $1", [runId])).rows[0]?.payload;
+  (await fx.db.pool.query<{ payload: unknown }>("select payload from graphile_worker._private_jobs where key = $1", [runId])).rows[0]?.payload;
 
 const eventsOf = async (runId: string) =>
-  (await db.pool.query<{ seq: number; attempt: number; type: string; data: unknown }>("select seq, attempt, type, data from run_events where run_id = $1 order by seq", [runId])).rows;
+  (await fx.db.pool.query<{ seq: number; attempt: number; type: string; data: unknown }>("select seq, attempt, type, data from run_events where run_id = $1 order by seq", [runId])).rows;
 
 const answersOf = async (runId: string) =>
-  (await db.pool.query<{ id: string; content: string }>("select id, content from messages where run_id = $1", [runId])).rows;
+  (await fx.db.pool.query<{ id: string; content: string }>("select id, content from messages where run_id = $1", [runId])).rows;
 
 const succeed = (runId: string, text = "hello there", agentStartedAt = performance.now()) =>
   claimAndSucceed(
-    db.pool,
+    fx.db.pool,
     runId,
     "test-instance",
     {
@@ -105,11 +87,11 @@ const succeed = (runId: string, text = "hello there", agentStartedAt = performan
   );
 
 const timesOf = async (runId: string) =>
-  (await db.pool.query<{ created_at: Date; started_at: Date; finished_at: Date }>("select created_at, started_at, finished_at from runs where id = $1", [runId])).rows[0];
+  (await fx.db.pool.query<{ created_at: Date; started_at: Date; finished_at: Date }>("select created_at, started_at, finished_at from runs where id = $1", [runId])).rows[0];
 
 describe("a run's job payload", () => {
   it("carries the agent and the message of a run that asked for an agent by name, up to PAYLOAD_CONTENT_MAX characters", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     expect(await payloadOf(await post(conv, "2+2", "math"))).toMatchObject({ agent: "math", content: "2+2" });
     const unnamed = await post(conv, "2+2");
     expect(await payloadOf(unnamed)).toEqual({ runId: unnamed });
@@ -122,7 +104,7 @@ describe("a run's job payload", () => {
 
 describe("claim and success in one statement", () => {
   it("records the claim's events, the agent's and `done` under consecutive seqs, the answer once, and the run succeeded", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     const run = await post(conv, "hi", "hello");
     const done = await succeed(run);
     expect(done).toMatchObject({ attempt: 1, failures: 0, lastSeq: 4 });
@@ -134,7 +116,7 @@ describe("claim and success in one statement", () => {
       { seq: 3, attempt: 1, type: "text.delta", data: { text: "hello there" } },
       { seq: 4, attempt: 1, type: "done", data: { messageId: answers[0]?.id } },
     ]);
-    const row = (await db.pool.query("select status, attempt, instance_id, agent, route_reason, last_seq, started_at, finished_at from runs where id = $1", [run])).rows[0];
+    const row = (await fx.db.pool.query("select status, attempt, instance_id, agent, route_reason, last_seq, started_at, finished_at from runs where id = $1", [run])).rows[0];
     expect(row).toMatchObject({ status: "succeeded", attempt: 1, instance_id: "test-instance", agent: "hello", route_reason: "asked for", last_seq: 4 });
     expect(row.started_at).toBeInstanceOf(Date);
     expect(row.finished_at).toBeInstanceOf(Date);
@@ -145,7 +127,7 @@ describe("claim and success in one statement", () => {
   });
 
   it("takes over a run an earlier attempt left running: a new attempt, `reset` first, seqs after the old ones", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     const run = await post(conv, "hi", "hello");
     const first = await claim(run, ["hello"]);
     expect(first?.run.attempt).toBe(1);
@@ -164,7 +146,7 @@ describe("claim and success in one statement", () => {
   });
 
   it("dates the start when the attempt started, before its agent ran, never before the run was created", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     const run = await post(conv, "hi", "hello");
     await new Promise((r) => setTimeout(r, 700));
     // The attempt started 500 ms before the statement (its agent took that long).
@@ -181,13 +163,13 @@ describe("claim and success in one statement", () => {
   });
 
   it("writes nothing for a run whose cancel was requested before it started", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     const run = await post(conv, "hi", "hello");
-    await db.pool.query("update runs set cancel_requested_at = now() where id = $1", [run]);
+    await fx.db.pool.query("update runs set cancel_requested_at = now() where id = $1", [run]);
     expect(await succeed(run)).toBeNull();
     expect(await eventsOf(run)).toEqual([]);
     expect(await answersOf(run)).toEqual([]);
-    const row = (await db.pool.query("select status, attempt from runs where id = $1", [run])).rows[0];
+    const row = (await fx.db.pool.query("select status, attempt from runs where id = $1", [run])).rows[0];
     expect(row).toEqual({ status: "queued", attempt: 0 });
   });
 
@@ -200,15 +182,15 @@ describe("claim and success in one statement", () => {
 
 describe("runs' finished_at", () => {
   it("is set exactly when the run is over: the database refuses anything else", async () => {
-    const conv = await newConversation(client);
+    const conv = await newConversation(fx.client);
     const run = await post(conv, "check");
     const set = (status: string, finished: boolean) =>
-      db.pool.query(`update runs set status = $2, finished_at = ${finished ? "now()" : "null"} where id = $1`, [run, status]);
+      fx.db.pool.query(`update runs set status = $2, finished_at = ${finished ? "now()" : "null"} where id = $1`, [run, status]);
     await expect(set("succeeded", false)).rejects.toThrow(/runs_finished_iff_over/);
     await expect(set("queued", true)).rejects.toThrow(/runs_finished_iff_over/);
     await expect(set("running", true)).rejects.toThrow(/runs_finished_iff_over/);
     await set("failed", true);
-    const r = await db.pool.query<{ status: string }>("select status from runs where id = $1", [run]);
+    const r = await fx.db.pool.query<{ status: string }>("select status from runs where id = $1", [run]);
     expect(r.rows[0]?.status).toBe("failed");
   });
 });
