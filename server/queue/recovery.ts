@@ -36,9 +36,14 @@ export interface InstanceRegistryDeps {
 async function requeue(client: PoolClient, runs: { id: string; attempt: number }[], reason: string): Promise<void> {
   for (const r of runs) {
     await appendEvents(client, r.id, r.attempt, [{ type: "status", data: { status: "queued", reason } }]);
-    await client.query("select graphile_worker.remove_job($1)", [r.id]);
-    await client.query(scheduleRunSql, [r.id, new Date()]);
+    await reschedule(client, r.id);
   }
+}
+
+/** A new job for the run, now; its old one, if locked, can no longer run (remove_job clears its key and spends its attempts). */
+async function reschedule(client: PoolClient, runId: string): Promise<void> {
+  await client.query("select graphile_worker.remove_job($1)", [runId]);
+  await client.query(scheduleRunSql, [runId, new Date()]);
 }
 
 export function createInstanceRegistry(deps: InstanceRegistryDeps) {
@@ -116,7 +121,18 @@ export function createInstanceRegistry(deps: InstanceRegistryDeps) {
         [deps.instanceId, deps.inFlightRunIds()],
       );
       await requeue(client, runs.rows, "interrupted");
-      return runs.rows.map((r) => r.id);
+      // Queued runs whose job a worker here holds but no attempt here executes:
+      // the attempt failed before its claim (the database lost under it) and
+      // graphile-worker's failJob was lost too. The run is as it was; only its
+      // job needs replacing.
+      const unclaimed = await client.query<{ id: string }>(
+        `select r.id from runs r join graphile_worker.jobs j on j.key = r.id::text
+         where ${OPEN_RUN_SQL} and r.status = 'queued' and j.locked_by = any($1::text[])
+           and j.locked_at < now() - interval '2 seconds' and r.id <> all($2::uuid[])`,
+        [deps.workerIds(), deps.inFlightRunIds()],
+      );
+      for (const r of unclaimed.rows) await reschedule(client, r.id);
+      return [...runs.rows, ...unclaimed.rows].map((r) => r.id);
     });
     if (stranded.length) log.warn({ runs: stranded }, "runs whose attempt here ended without a record (database lost) were handed back");
     // Job locks held by a worker pool no live instance owns (it died before its
