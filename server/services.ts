@@ -28,6 +28,7 @@ import { createRealtimeMetrics } from "./realtime/metrics.js";
 import { refuseUpgrade } from "./realtime/refuse.js";
 import { createRunEventsHandler } from "./realtime/sse.js";
 import { startAgentQueue, type AgentQueue } from "./queue/index.js";
+import { createLocalStartsHandle } from "./queue/localStart.js";
 import { sleep } from "./ops/releasers.js";
 
 
@@ -83,8 +84,10 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
 
   const api = Router();
   api.use(createAgentsRouter(registry));
-  // One store for every way in that posts a message: the POST, A2A and the WebSocket `send`.
-  const messages = messageStoreFor(config, pool);
+  // One store for every way in that posts a message: the POST, A2A and the
+  // WebSocket `send`. Its runs may start here at once once the queue runs (localStart.ts).
+  const localStarts = createLocalStartsHandle();
+  const messages = messageStoreFor(config, pool, localStarts);
   api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), identity, agentNames: registry.names(), runEvents, messages }));
   deps.dbRoutes.set(api);
   const { createA2aRouter } = await import("./a2a/router.js");
@@ -149,6 +152,7 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
     }
     if (!queue) return { queue, listener };
     const q = queue;
+    localStarts.bind(q.localStarts);
     lifecycle.setComponent("queue", true);
     // A worker that ends by itself (not through the drain below) leaves this
     // instance running no jobs: /ready says so, so the platform replaces it.

@@ -5,6 +5,7 @@ import { statement, type Pool } from "../db/pool.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { toRunDto } from "./runs.js";
 import { addRunJobExpr } from "../queue/enqueue.js";
+import type { LocalStarts } from "../queue/localStart.js";
 
 export const toMessageDto = (m: Message): MessageDto => ({
   id: m.id,
@@ -57,7 +58,9 @@ const runFromJson = (j: Json): Run => ({
  * The user message, its run and the run's job, written by one statement: all
  * or nothing. Nothing is written when `$5` runs are already queued (load
  * shedding); the row says so. `message` is null when the conversation is not
- * the caller's or the queue is full.
+ * the caller's or the queue is full. The job is due `$6` ms from now: 0, or,
+ * for a run that starts on this instance at once, the deferral that keeps
+ * workers off it meanwhile (localStart.ts); `job_id` is its id.
  */
 export const POST_MESSAGE_SQL = `
 with depth as (
@@ -80,11 +83,11 @@ with depth as (
   -- plan for a one-element array always looks cheaper than the generic one),
   -- which was more than half of add_job's time. The condition runs before the
   -- target list, so the setting is in place when add_job starts.
-  select ${addRunJobExpr("r.id", { agentExpr: "r.requested_agent", contentExpr: "$3" })} as job from r
+  select ${addRunJobExpr("r.id", { agentExpr: "r.requested_agent", contentExpr: "$3" }, "now() + make_interval(secs => $6::float8 / 1000)")} as job from r
   where set_config('plan_cache_mode', 'force_generic_plan', true) is not null
 )
 select (select n from depth) as depth, (select row_to_json(m) from m) as message,
-  (select row_to_json(r) from r) as run, (select count(*) from j)::int as jobs`;
+  (select row_to_json(r) from r) as run, (select (job).id::text from j) as job_id`;
 
 export type PostResult = { message: MessageDto; run: RunDto } | "not_found" | "overloaded";
 
@@ -141,16 +144,32 @@ export interface MessageStoreOptions {
   maxQueueDepth: number;
   /** Named prepared statements on the hot reads. Default true; false behind a transaction-mode pooler. */
   prepared?: boolean;
+  /** Where a run may start at once on this instance (localStart.ts); without it every run goes through the queue. */
+  localStarts?: LocalStarts;
 }
 
 export function createMessageStore(pool: Pool, opts: MessageStoreOptions) {
   return {
     async post(userId: string, conversationId: string, content: string, agent: string | undefined): Promise<PostResult> {
-      const values = [conversationId, userId, content, agent ?? null, opts.maxQueueDepth];
-      // Named: planning this CTE with add_job costs about as much as running it.
-      const r = await pool.query<{ depth: number; message: Json | null; run: Json | null }>(statement("messages_post", POST_MESSAGE_SQL, values, opts.prepared ?? true));
-      const row = r.rows[0];
-      if (row?.message && row.run) return { message: toMessageDto(messageFromJson(row.message)), run: toRunDto(runFromJson(row.run)) };
+      const here = opts.localStarts?.reserve(agent) ?? null;
+      const values = [conversationId, userId, content, agent ?? null, opts.maxQueueDepth, here?.deferMs ?? 0];
+      let row: { depth: number; message: Json | null; run: Json | null; job_id: string | null } | undefined;
+      try {
+        // Named: planning this CTE with add_job costs about as much as running it.
+        const r = await pool.query<NonNullable<typeof row>>(statement("messages_post", POST_MESSAGE_SQL, values, opts.prepared ?? true));
+        row = r.rows[0];
+      } catch (err) {
+        // Whether it was committed is unknown: if it was, its job falls due after the deferral.
+        here?.release();
+        throw err;
+      }
+      if (row?.message && row.run) {
+        const run = runFromJson(row.run);
+        if (here && row.job_id) here.start(run.id, row.job_id, content);
+        else here?.release();
+        return { message: toMessageDto(messageFromJson(row.message)), run: toRunDto(run) };
+      }
+      here?.release();
       return row && row.depth >= opts.maxQueueDepth ? "overloaded" : "not_found";
     },
 
@@ -181,5 +200,5 @@ export type MessageStore = ReturnType<typeof createMessageStore>;
  * the WebSocket `send`, A2A): the configured queue depth limit, and named
  * statements unless behind a transaction-mode pooler.
  */
-export const messageStoreFor = (config: Config, pool: Pool): MessageStore =>
-  createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler });
+export const messageStoreFor = (config: Config, pool: Pool, localStarts?: LocalStarts): MessageStore =>
+  createMessageStore(pool, { maxQueueDepth: config.agents.maxQueueDepth, prepared: !config.database.transactionPooler, ...(localStarts ? { localStarts } : {}) });

@@ -34,14 +34,16 @@ export type RunPayload = { runId?: unknown } & { [K in keyof RunRequest]?: unkno
  * the run's requested agent and message, a run that asked for an agent by
  * name, with a message of at most PAYLOAD_CONTENT_MAX characters, carries
  * both in its payload: an agent that needs nothing else (`Agent.pure`) can
- * then run before its claim reads anything (executeRun.ts).
+ * then run before its claim reads anything (executeRun.ts). `runAtExpr`, when
+ * given, is when the job may first be fetched (default: now).
  */
-export const addRunJobExpr = (runIdExpr: string, request?: { agentExpr: string; contentExpr: string }) => {
+export const addRunJobExpr = (runIdExpr: string, request?: { agentExpr: string; contentExpr: string }, runAtExpr?: string) => {
   const id = `'runId', ${runIdExpr}::text`;
   const payload = request
     ? `case when ${request.agentExpr} is not null and char_length(${request.contentExpr}) <= ${PAYLOAD_CONTENT_MAX}
       then json_build_object(${id}, 'agent', ${request.agentExpr}::text, 'content', ${request.contentExpr}::text)
       else json_build_object(${id}) end`
     : `json_build_object(${id})`;
-  return `graphile_worker.add_job('${RUN_TASK}', ${payload}, job_key := ${runIdExpr}::text, max_attempts := ${JOB_MAX_ATTEMPTS})`;
+  const runAt = runAtExpr ? `, run_at := ${runAtExpr}` : "";
+  return `graphile_worker.add_job('${RUN_TASK}', ${payload}, job_key := ${runIdExpr}::text${runAt}, max_attempts := ${JOB_MAX_ATTEMPTS})`;
 };

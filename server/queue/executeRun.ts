@@ -15,7 +15,7 @@ import type { Orchestrator, RoutedEvent } from "../agents/types.js";
 import { AgentError } from "../agents/types.js";
 import type { RunEventType } from "../../shared/realtime.js";
 import { createEventBuffer, createEventWriter, AttemptSuperseded, type RouteUpdate, type StoredEventRow, type Unwritten } from "./runEvents.js";
-import { cancelUnstarted, claimAndSucceed, claimRun, endAttempt, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
+import { cancelUnstarted, claimAndSucceed, claimRun, endAttempt, jobDueNow, type ClaimedRun, type Ending, type EndResult } from "./runStatements.js";
 import type { RunNotifier } from "./runNotifier.js";
 import type { RunRequest } from "./enqueue.js";
 import type { QueueMetrics } from "./metrics.js";
@@ -125,11 +125,11 @@ export function createRunExecutor(deps: ExecutorDeps) {
   /** Named prepared statements, except through a transaction-mode pooler. */
   const prepared = !config.database.transactionPooler;
 
-  return async function executeRun(
+  async function executeRun(
     runId: string,
     opts: { shutdownSignal: AbortSignal; jobAttempts?: number; jobMaxAttempts?: number; request?: RunRequest },
   ) {
-    if (opts.request && !opts.shutdownSignal.aborted && (await runBeforeClaim(runId, opts.request))) return;
+    if (opts.request && !opts.shutdownSignal.aborted && (await runBeforeClaim(runId, opts.request)) !== "gave_up") return;
     const claim = await claimRun(pool, runId, instanceId, {
       maxAttempts,
       historyLimit: deps.historyLimit ?? 20,
@@ -221,19 +221,36 @@ export function createRunExecutor(deps: ExecutorDeps) {
       opts.shutdownSignal.removeEventListener("abort", onShutdown);
       deps.metrics?.running.dec();
     }
-  };
+  }
+
+  /**
+   * A run started on the instance its message was posted to (localStart.ts),
+   * right after the POST's commit, its job `jobId` deferred: run before its
+   * claim, the job deleted with the claim. When the agent does not finish in
+   * time, the job is made due now and the run goes through the queue. What
+   * the run came to: "succeeded" here, "not_run" (cancelled or taken by
+   * another attempt meanwhile) or "queued".
+   */
+  async function runPosted(runId: string, jobId: string, request: RunRequest): Promise<"succeeded" | "not_run" | "queued"> {
+    const outcome = await runBeforeClaim(runId, request, jobId);
+    if (outcome !== "gave_up") return outcome;
+    await jobDueNow(pool, jobId, prepared);
+    return "queued";
+  }
 
   /**
    * A run that asked by name for an agent that may run before its claim
    * (`Agent.pure`), its message in the job: the agent runs first, from the
    * job's payload alone, and if it finishes within PRE_CLAIM_MS the claim,
    * its events and the answer are one statement (claimAndSucceed) instead of
-   * a claim and an ending. False when the attempt is to go the usual way: the
-   * agent is not one of those, failed, or took longer (what it did is dropped;
-   * the usual way runs it again and records what happens).
+   * a claim and an ending ("succeeded"; "not_run" when the run was not to be
+   * run). "gave_up" when the attempt is to go the usual way: the agent is not
+   * one of those, failed, or took longer (what it did is dropped; the usual
+   * way runs it again and records what happens). With `postedJobId`, the run
+   * started where it was posted (runPosted).
    */
-  async function runBeforeClaim(runId: string, request: RunRequest): Promise<boolean> {
-    if (!orchestrator.preClaimAgents?.().includes(request.agent)) return false;
+  async function runBeforeClaim(runId: string, request: RunRequest, postedJobId?: string): Promise<"succeeded" | "not_run" | "gave_up"> {
+    if (!orchestrator.preClaimAgents?.().includes(request.agent)) return "gave_up";
     const controller = new AbortController();
     const deadline = setTimeout(() => controller.abort(new RunAborted("timeout")), PRE_CLAIM_MS);
     const started = performance.now();
@@ -266,7 +283,7 @@ export function createRunExecutor(deps: ExecutorDeps) {
     if (!finished) {
       controller.abort(new RunAborted("timeout"));
       consumed.catch(() => undefined);
-      return false;
+      return "gave_up";
     }
     const { usage } = tally;
     const done = await claimAndSucceed(
@@ -274,12 +291,12 @@ export function createRunExecutor(deps: ExecutorDeps) {
       runId,
       instanceId,
       { ...sink.take(), text: tally.text, usage: usage.reported ? usage : null, agentStartedAt: started },
-      { maxAttempts, prepared },
+      { maxAttempts, prepared, ...(postedJobId !== undefined ? { postedJobId } : {}) },
     );
     if (!done) {
       // Gone, finished, or cancelled before it started: a pending cancel is recorded.
       await cancelUnstarted(pool, runId, prepared);
-      return true;
+      return "not_run";
     }
     deps.notifier.announce(runId, done.lastSeq);
     if (done.attempt === 1 && done.failures === 0) {
@@ -289,8 +306,10 @@ export function createRunExecutor(deps: ExecutorDeps) {
     }
     deps.metrics?.finished(tally.agent, "succeeded", (performance.now() - started) / 1000);
     log.info({ agent: tally.agent, attempt: done.attempt }, "run succeeded");
-    return true;
+    return "succeeded";
   }
+
+  return { executeRun, runPosted };
 
   /** Ends the attempt (endAttempt) and announces what it stored. */
   async function end(run: ClaimedRun, unwritten: Unwritten, ending: Ending): Promise<EndResult> {

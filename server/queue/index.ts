@@ -16,6 +16,8 @@ import { startQueue, type Queue } from "./runner.js";
 import { createInstanceRegistry } from "./recovery.js";
 import { createQueueMetrics } from "./metrics.js";
 import { readQueueStats, type QueueStats } from "./stats.js";
+import { createSlots } from "./slots.js";
+import { LOCAL_START_DEFER_MS, type LocalStart, type LocalStarts } from "./localStart.js";
 
 /** How long stop() waits for aborted attempts to write their hand-back, ms (inside the shutdown's hand-back reserve). */
 const SETTLE_MS = 1500;
@@ -54,7 +56,7 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     prepared: !config.database.transactionPooler,
     onError: () => deps.metrics.backgroundErrors.inc({ loop: "run-notify" }),
   });
-  const execute = createRunExecutor({
+  const executor = createRunExecutor({
     pool,
     config,
     log,
@@ -68,14 +70,56 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
   // The runs an attempt here is executing: the recovery sweep hands back this
   // instance's other "running" runs (their ending was lost with the database).
   const inFlight = new Map<string, Promise<unknown>>();
-  const executeRun: typeof execute = async (runId, opts) => {
-    const attempt = execute(runId, opts);
+  // Runs started where they were posted: never "running" in the table, but stop() waits for them too.
+  const postedInFlight = new Set<Promise<unknown>>();
+  const slots = createSlots(config.agents.maxConcurrentJobs);
+  const executeRun: typeof executor.executeRun = async (runId, opts) => {
+    // graphile-worker runs as many jobs at once as there are slots, so this
+    // waits only while runs started where they were posted hold some.
+    const held = await slots.take(opts.shutdownSignal);
+    const attempt = executor.executeRun(runId, opts);
     inFlight.set(runId, attempt);
     try {
       return await attempt;
     } finally {
       inFlight.delete(runId);
+      if (held) slots.release();
     }
+  };
+  // From the worker's start until stop() begins.
+  let accepting = false;
+  const localStarts: LocalStarts = {
+    reserve(agent) {
+      if (!accepting || agent === undefined) return null;
+      if (!deps.orchestrator.preClaimAgents?.().includes(agent) || !slots.tryTake()) return null;
+      let held = true;
+      const release = () => {
+        if (held) slots.release();
+        held = false;
+      };
+      const start: LocalStart = {
+        deferMs: LOCAL_START_DEFER_MS,
+        release,
+        start(runId, jobId, content) {
+          const run = executor
+            .runPosted(runId, jobId, { agent, content })
+            .then(
+              (outcome) => queueMetrics.localStarts.inc({ outcome }),
+              (err: unknown) => {
+                // Its job, deferred, falls due on its own: the run is late, not lost.
+                queueMetrics.localStarts.inc({ outcome: "error" });
+                log.warn({ err, runId }, "run started where it was posted failed; its job runs it");
+              },
+            )
+            .finally(() => {
+              release();
+              postedInFlight.delete(run);
+            });
+          postedInFlight.add(run);
+        },
+      };
+      return start;
+    },
   };
   const workerIds: string[] = [];
   const registry = createInstanceRegistry({
@@ -128,6 +172,7 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
   await sample();
   const sampler = setInterval(() => void sample(), deps.statsIntervalMs ?? 2000);
   sampler.unref();
+  accepting = true;
 
   return {
     get running() {
@@ -137,14 +182,19 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
     ended: queue.ended,
     stats: () => last,
     sweep: registry.sweep,
+    /** Where runs may start at once, on this instance, when their message is posted here (localStart.ts). */
+    localStarts,
     /** Stop fetching; running runs finish or are handed back; then leave. */
     async stop() {
       clearInterval(sampler);
+      accepting = false;
       try {
         await queue.stop();
         // graphile-worker's stop can resolve while an aborted attempt is still
         // writing its hand-back: let those settle before the pool is ended.
-        await Promise.race([Promise.allSettled(inFlight.values()).then(() => notifier.flush()), sleep(SETTLE_MS)]);
+        // Runs started where they were posted end within PRE_CLAIM_MS and a statement.
+        const settling = [...inFlight.values(), ...postedInFlight];
+        await Promise.race([Promise.allSettled(settling).then(() => notifier.flush()), sleep(SETTLE_MS)]);
       } finally {
         // Even when graphile-worker's shutdown fails: a heartbeat left running
         // would keep other instances from recovering what this one still holds.

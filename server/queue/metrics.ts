@@ -57,6 +57,17 @@ export function createQueueMetrics(metrics: Metrics) {
           registers,
         }),
     ),
+    localStarts: once(
+      registry,
+      "agent_run_local_starts_total",
+      () =>
+        new client.Counter({
+          name: "agent_run_local_starts_total",
+          help: "Runs started on the instance their message was posted to, by outcome (succeeded there, not_run, queued: handed to the queue, error)",
+          labelNames: ["outcome"] as const,
+          registers,
+        }),
+    ),
     finished(agent: string, outcome: string, seconds: number) {
       duration.observe({ agent, outcome }, seconds);
     },

@@ -179,8 +179,12 @@ const answerCtes = (from: string, textParam: number, where = "true") => `m as (
  * agent ran before this statement, which the database's clock cannot see.
  * PostgreSQL starts the statement after the instance sent it, so the time is
  * never before the attempt's real start; `created_at` bounds it all the same.)
+ *
+ * `posted`: the run started on the instance its message was posted to
+ * (localStart.ts), $12 its job. Only a run no attempt has taken yet is
+ * claimed, and its job, deferred by the POST, is deleted with it.
  */
-const CLAIM_AND_SUCCEED_SQL = `
+const claimAndSucceedSql = (posted: boolean) => `
 with c as (
   update runs set status = 'succeeded', attempt = attempt + 1, instance_id = $2,
     started_at = coalesce(started_at, greatest(created_at, now() - make_interval(secs => $11::float8 / 1000))),
@@ -188,7 +192,7 @@ with c as (
     last_seq = last_seq + case when attempt > 0 then 2 else 1 end + cardinality($4::text[]) + 1,
     agent = coalesce($6::text, agent), route_reason = coalesce($7::text, route_reason),
     prompt_tokens = $8::int, completion_tokens = $9::int, error_code = null, error_message = null
-  where id = $1 and status in ('queued', 'running') and cancel_requested_at is null
+  where id = $1 and ${posted ? "status = 'queued' and attempt = 0" : "status in ('queued', 'running')"} and cancel_requested_at is null
   returning id, conversation_id, user_id, agent, attempt, failures, created_at, last_seq
 ), ${answerCtes("c", 10)}, ev as (
   insert into run_events (run_id, seq, attempt, type, data, created_at)
@@ -201,8 +205,18 @@ with c as (
         || $5::jsonb[]
         || array[jsonb_build_object('messageId', (select id from mid))] as data
   ) a cross join lateral unnest(a.types, a.data) with ordinality as t(type, data, ord)
+)${
+  posted
+    ? `, j as (
+  -- Unless a worker holds it (complete_jobs deletes only unlocked jobs).
+  select graphile_worker.complete_jobs(array[$12::bigint]) from c
 )
-select c.attempt, c.failures, c.created_at, c.last_seq from c`;
+select c.attempt, c.failures, c.created_at, c.last_seq, (select count(*) from j)::int as jobs from c`
+    : `
+select c.attempt, c.failures, c.created_at, c.last_seq from c`
+}`;
+const CLAIM_AND_SUCCEED_SQL = claimAndSucceedSql(false);
+const CLAIM_AND_SUCCEED_POSTED_SQL = claimAndSucceedSql(true);
 
 /** What claimAndSucceed recorded. */
 export interface ClaimedAndSucceeded {
@@ -225,7 +239,8 @@ export async function claimAndSucceed(
     /** When the attempt started: performance.now() on this instance. */
     agentStartedAt: number;
   },
-  opts: { maxAttempts: number; prepared: boolean },
+  /** `postedJobId`: the run's job, when it started where it was posted (see claimAndSucceedSql). */
+  opts: { maxAttempts: number; prepared: boolean; postedJobId?: string },
 ): Promise<ClaimedAndSucceeded | null> {
   const values = [
     runId,
@@ -241,11 +256,32 @@ export async function claimAndSucceed(
     // Taken last, just before the statement is sent.
     Math.max(0, performance.now() - done.agentStartedAt),
   ];
+  const posted = opts.postedJobId !== undefined;
+  if (opts.postedJobId !== undefined) values.push(opts.postedJobId);
   const r = await pool.query<{ attempt: number; failures: number; created_at: Date; last_seq: number }>(
-    statement("esa_run_claim_succeed", CLAIM_AND_SUCCEED_SQL, values, opts.prepared),
+    posted
+      ? statement("esa_run_claim_succeed_posted", CLAIM_AND_SUCCEED_POSTED_SQL, values, opts.prepared)
+      : statement("esa_run_claim_succeed", CLAIM_AND_SUCCEED_SQL, values, opts.prepared),
   );
   const row = r.rows[0];
   return row ? { attempt: row.attempt, failures: row.failures, created_at: row.created_at, lastSeq: row.last_seq } : null;
+}
+
+/**
+ * $1 a job deferred by its message's POST (localStart.ts): due now, unless a
+ * worker holds it already, with graphile-worker's NOTIFY so that an idle
+ * worker fetches it at once (as add_job's would). Its payload is that
+ * notification's: a job count, and a random number that keeps PostgreSQL
+ * from folding two of them in one transaction into one.
+ */
+const JOB_DUE_NOW_SQL = `
+with j as (select id from graphile_worker.reschedule_jobs(array[$1::bigint], run_at := now()))
+select pg_notify('jobs:insert', json_build_object('r', random(), 'count', 1)::text) from j`;
+
+/** See JOB_DUE_NOW_SQL; false when a worker holds the job, or it is gone. */
+export async function jobDueNow(pool: Pool, jobId: string, prepared: boolean): Promise<boolean> {
+  const r = await pool.query(statement("esa_job_due_now", JOB_DUE_NOW_SQL, [jobId], prepared));
+  return Boolean(r.rowCount);
 }
 
 /**
