@@ -77,6 +77,28 @@ describe("one instance", () => {
     await s?.proc.stop();
   });
 
+  it("starts a hello run where its message was posted, by HTTP or by a WebSocket send: agent_run_local_starts_total counts both", async () => {
+    const local = async () => metricValue(await (await fetch(`${s.baseUrl}/metrics`)).text(), "agent_run_local_starts_total", { outcome: "succeeded" }) || 0;
+    const before = await local();
+    const client = await user(s);
+    const posted = await ask(client, "hi there", "hello");
+    const ws = await WsClient.open(s.wsUrl, { cookie: client.cookie });
+    const conv = await client.post("/api/conversations", {});
+    ws.send({ type: "send", requestId: "local", conversationId: conv.body.id as string, content: "hello again", agent: "hello" });
+    const sent = await ws.waitFor((f) => (f.type === "sent" || f.type === "error") && f.requestId === "local");
+    await ws.close();
+    expect(sent).toMatchObject({ type: "sent" });
+    const viaWs = (sent as { run: { id: string } }).run.id;
+    for (const runId of [posted, viaWs]) {
+      const deadline = Date.now() + 10_000;
+      while (!(await assistantText(db, runId)) && Date.now() < deadline) await sleep(20);
+      expect(await assistantText(db, runId)).toMatch(/hello/i);
+      const jobs = await db.pool.query("select 1 from graphile_worker.jobs where key = $1", [runId]);
+      expect(jobs.rowCount).toBe(0);
+    }
+    expect((await local()) - before).toBe(2);
+  });
+
   it("resumes across 50 random disconnects of a long run: every seq once, the provider's text byte for byte", async () => {
     const full = longText(2400);
     llm.setDefault(() => ({ text: full, chunkSize: 3, delayMs: 5 }));

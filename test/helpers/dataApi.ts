@@ -10,6 +10,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
 import { createDataApi } from "../../server/http/routes/api.js";
+import { messageStoreFor } from "../../server/data/messages.js";
+import type { LocalStarts } from "../../server/queue/localStart.js";
 import { startTestApp, type TestApp } from "./app.js";
 import type { TestDatabase } from "./db.js";
 import { createCapturedLogger } from "./logs.js";
@@ -31,8 +33,10 @@ export interface DataApi {
 /**
  * Serves createDataApi on `db`. Defaults: fixed SESSION_SECRET and JWT_SECRET
  * and a rate limit no test reaches; `env` entries set to undefined are removed.
+ * `localStarts`: the message store's (localStart.ts); none by default, so
+ * every run goes through the queue.
  */
-export async function startDataApi(db: TestDatabase, opts: { env?: Env; dataDir?: string } = {}): Promise<DataApi> {
+export async function startDataApi(db: TestDatabase, opts: { env?: Env; dataDir?: string; localStarts?: LocalStarts } = {}): Promise<DataApi> {
   const env: Env = {
     NODE_ENV: "test",
     LOG_LEVEL: "info",
@@ -47,7 +51,9 @@ export async function startDataApi(db: TestDatabase, opts: { env?: Env; dataDir?
   const config = loadConfig(env);
   const { log, lines: apiLog } = createCapturedLogger(config);
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), "esa-api-"));
-  const router = createDataApi({ config, log, pool: db.pool, dataDir });
+  // With `localStarts`, runs may start where they are posted, as services.ts wires it.
+  const messages = opts.localStarts ? { messages: messageStoreFor(config, db.pool, opts.localStarts) } : {};
+  const router = createDataApi({ config, log, pool: db.pool, dataDir, ...messages });
   const app = await startTestApp({ env, apiRouters: [router] });
   return {
     app,

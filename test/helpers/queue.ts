@@ -15,6 +15,7 @@ import { createPool, type Pool } from "../../server/db/pool.js";
 import { createListener, type Listener } from "../../server/db/listener.js";
 import { startAgentQueue, type AgentQueue } from "../../server/queue/index.js";
 import type { QueueStats } from "../../server/queue/stats.js";
+import { createLocalStartsHandle } from "../../server/queue/localStart.js";
 import { AgentError, type Orchestrator, type RoutedEvent } from "../../server/agents/types.js";
 import { startDataApi, type Client, type DataApi } from "./dataApi.js";
 import { createTestDatabase, type TestDatabase } from "./db.js";
@@ -274,6 +275,11 @@ export interface QueueFixture {
   readonly conv: string;
   /** The queue started on the agents with `opts.queue`; throws when the fixture has none. */
   readonly q: TestQueue;
+  /**
+   * With `localStarts`, what the API's message store starts runs here with:
+   * bound to the queue's (services.ts's wiring); a test may bind another.
+   */
+  readonly localStarts: ReturnType<typeof createLocalStartsHandle>;
 }
 
 /**
@@ -282,12 +288,15 @@ export interface QueueFixture {
  * in a beforeAll and closed (queue, API, database) in an afterAll of the
  * calling scope.
  */
-export function useQueueFixture(opts: { api?: { env?: Env }; queue?: TestQueueOptions; agent?: { name: string; pure?: boolean } } = {}): QueueFixture {
+export function useQueueFixture(
+  opts: { api?: { env?: Env }; queue?: TestQueueOptions; agent?: { name: string; pure?: boolean }; localStarts?: boolean } = {},
+): QueueFixture {
   const agents = opts.agent ? createScriptedAgents(opts.agent.name, { pure: opts.agent.pure ?? false }) : createScriptedAgents();
+  const localStarts = createLocalStartsHandle();
   const get = useOnce(async (release) => {
     const db = await createTestDatabase({ migrate: true });
     release(() => db.drop());
-    const api = await startDataApi(db, opts.api);
+    const api = await startDataApi(db, { ...opts.api, ...(opts.localStarts ? { localStarts } : {}) });
     release(() => api.close());
     const client = api.client();
     const conv = await newConversation(client);
@@ -296,6 +305,7 @@ export function useQueueFixture(opts: { api?: { env?: Env }; queue?: TestQueueOp
       const started = await startTestQueue(db, agents.orchestrator, opts.queue);
       release(() => started.stop());
       q = started;
+      localStarts.bind(started.queue.localStarts);
     }
     return { db, api, client, conv, q };
   });
@@ -317,6 +327,10 @@ export function useQueueFixture(opts: { api?: { env?: Env }; queue?: TestQueueOp
       const { q } = get();
       if (!q) throw new Error("useQueueFixture: no queue (opts.queue)");
       return q;
+    },
+    get localStarts() {
+      if (!opts.localStarts) throw new Error("useQueueFixture: runs do not start where posted (opts.localStarts)");
+      return localStarts;
     },
   };
 }
