@@ -103,13 +103,19 @@ export async function submitRuns(session: Session, conversations: readonly strin
 }
 
 /** Posts one hello message every `spacingMs`; resolves with the run ids once all are answered. */
-export async function submitSpaced(session: Session, conversation: string, n: number, spacingMs: number): Promise<string[]> {
+export async function submitSpaced(
+  session: Session,
+  conversation: string,
+  n: number,
+  spacingMs: number,
+  body: { content: string; agent?: string } = HELLO,
+): Promise<string[]> {
   const t0 = performance.now();
   const posts: Promise<string>[] = [];
   for (let i = 0; i < n; i++) {
     const wait = t0 + i * spacingMs - performance.now();
     if (wait > 0) await sleep(wait);
-    posts.push(postMessage(session, conversation, HELLO).then((r) => r.run.id));
+    posts.push(postMessage(session, conversation, body).then((r) => r.run.id));
   }
   return Promise.all(posts);
 }
