@@ -214,45 +214,92 @@ describe("cancel and subscribe (point 5)", () => {
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     a2a.agents.hook("resubscribe", () => held);
-    const abort = new AbortController();
     let taskId = "";
+    let phase = "sending";
+    const seen: string[] = [];
+    // Each phase gets PHASE_MS; one that hangs fails the test at once with
+    // what was seen, the run's row and its stored events, and the agent is
+    // let go whatever happens (its hook ignores the run's signal: held, it
+    // would keep the queue from stopping after the test).
+    const abort = new AbortController();
+    const subAbort = new AbortController();
+    const PHASE_MS = 15_000;
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    const deadline = (name: string) => {
+      phase = name;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        timedOut = true;
+        abort.abort();
+        subAbort.abort();
+      }, PHASE_MS);
+    };
+    const diagnose = async (err: unknown) => {
+      const row = taskId ? await a2a.db.pool.query("select status, attempt, cancel_requested_at, last_seq from runs where id = $1", [taskId]) : null;
+      const stored = taskId ? await a2a.db.pool.query<{ seq: number; type: string }>("select seq, type from run_events where run_id = $1 order by seq", [taskId]) : null;
+      return new Error(
+        `${timedOut ? `phase "${phase}" took over ${PHASE_MS} ms` : `phase "${phase}" failed: ${String(err)}`}; seen: ${seen.join(", ")}; ` +
+          `run: ${JSON.stringify(row?.rows[0])}; stored events: ${stored?.rows.map((e) => `${e.seq} ${e.type}`).join(", ")}; hub feeds: ${a2a.stack.hub.feeds}`,
+      );
+    };
     try {
-      for await (const r of client.sendMessageStream(
-        { tenant: "", message: userMessage(scriptOf({ text: ["one ", "two"], hook: "resubscribe", usage: { promptTokens: 3, completionTokens: 2 } })), configuration: undefined, metadata: undefined },
-        { signal: abort.signal },
-      )) {
-        if (r.payload?.$case === "task") taskId = r.payload.value.id;
-        if (answerText([r], "") !== "" && r.payload?.$case === "artifactUpdate") abort.abort();
+      deadline("sending");
+      try {
+        for await (const r of client.sendMessageStream(
+          { tenant: "", message: userMessage(scriptOf({ text: ["one ", "two"], hook: "resubscribe", usage: { promptTokens: 3, completionTokens: 2 } })), configuration: undefined, metadata: undefined },
+          { signal: abort.signal },
+        )) {
+          seen.push(`send:${r.payload?.$case ?? "?"}`);
+          if (r.payload?.$case === "task") taskId = r.payload.value.id;
+          if (answerText([r], "") !== "" && r.payload?.$case === "artifactUpdate") abort.abort();
+        }
+      } catch (err) {
+        // The abort ends the client's stream with an AbortError.
+        if (timedOut) throw err;
       }
-    } catch {
-      // The abort ends the client's stream with an AbortError.
+      expect(taskId).not.toBe("");
+      // The server stops following the run for a client that is gone (the run goes on).
+      deadline("the abandoned stream's feed closing");
+      await waitUntil(() => a2a.stack.hub.feeds === 0, 5000, "the hub feed of the abandoned stream to close");
+      // Everything the agent wrote before the hook is stored before we look.
+      deadline("the run running");
+      await waitForStatus(a2a.db, taskId, ["running"], PHASE_MS);
+      deadline("the snapshot");
+      const sub = client.resubscribeTask({ tenant: "", id: taskId }, { signal: subAbort.signal });
+      const first = await sub.next();
+      const snapshot = first.value as StreamResponse;
+      seen.push(`sub:${snapshot.payload?.$case ?? "?"}`);
+      expect(snapshot.payload?.$case).toBe("task");
+      const task = snapshot.payload?.$case === "task" ? snapshot.payload.value : undefined;
+      expect(task?.id).toBe(taskId);
+      expect(stateName(task?.status?.state)).toBe("TASK_STATE_WORKING");
+      const lastSeq = (task?.metadata as { esa: { lastSeq: number } }).esa.lastSeq;
+      release();
+      deadline("the rest of the stream");
+      const rest: StreamResponse[] = [];
+      for (let n = await sub.next(); !n.done; n = await sub.next()) {
+        seen.push(`sub:${n.value.payload?.$case ?? "?"}`);
+        rest.push(n.value);
+      }
+      clearTimeout(timer);
+      const seqs = rest.flatMap((r) => (r.payload?.$case === "statusUpdate" || r.payload?.$case === "artifactUpdate" ? [(r.payload.value.metadata as { esa: { seq: number } }).esa.seq] : []));
+      // The rest: every event after the snapshot's seq, none of those before it.
+      expect(seqs.length).toBeGreaterThan(0);
+      expect(Math.min(...seqs)).toBe(lastSeq + 1);
+      const stored = await a2a.db.pool.query<{ seq: number }>("select seq from run_events where run_id = $1 and seq > $2 order by seq", [taskId, lastSeq]);
+      expect([...new Set(seqs)]).toEqual(stored.rows.map((r) => r.seq));
+      const last = rest.at(-1);
+      if (last?.payload?.$case !== "statusUpdate") throw new Error("the last event is not a status update");
+      expect(stateName(last.payload.value.status?.state)).toBe("TASK_STATE_COMPLETED");
+      expect(answerText(rest, task ? artifactText(task) : "")).toBe("one two");
+    } catch (err) {
+      if (timedOut) throw await diagnose(err);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      release();
     }
-    expect(taskId).not.toBe("");
-    // The server stops following the run for a client that is gone (the run goes on).
-    await waitUntil(() => a2a.stack.hub.feeds === 0, 5000, "the hub feed of the abandoned stream to close");
-    // Everything the agent wrote before the hook is stored before we look.
-    await waitForStatus(a2a.db, taskId, ["running"]);
-    const sub = client.resubscribeTask({ tenant: "", id: taskId });
-    const first = await sub.next();
-    const snapshot = first.value as StreamResponse;
-    expect(snapshot.payload?.$case).toBe("task");
-    const task = snapshot.payload?.$case === "task" ? snapshot.payload.value : undefined;
-    expect(task?.id).toBe(taskId);
-    expect(stateName(task?.status?.state)).toBe("TASK_STATE_WORKING");
-    const lastSeq = (task?.metadata as { esa: { lastSeq: number } }).esa.lastSeq;
-    release();
-    const rest: StreamResponse[] = [];
-    for (let n = await sub.next(); !n.done; n = await sub.next()) rest.push(n.value);
-    const seqs = rest.flatMap((r) => (r.payload?.$case === "statusUpdate" || r.payload?.$case === "artifactUpdate" ? [(r.payload.value.metadata as { esa: { seq: number } }).esa.seq] : []));
-    // The rest: every event after the snapshot's seq, none of those before it.
-    expect(seqs.length).toBeGreaterThan(0);
-    expect(Math.min(...seqs)).toBe(lastSeq + 1);
-    const stored = await a2a.db.pool.query<{ seq: number }>("select seq from run_events where run_id = $1 and seq > $2 order by seq", [taskId, lastSeq]);
-    expect([...new Set(seqs)]).toEqual(stored.rows.map((r) => r.seq));
-    const last = rest.at(-1);
-    if (last?.payload?.$case !== "statusUpdate") throw new Error("the last event is not a status update");
-    expect(stateName(last.payload.value.status?.state)).toBe("TASK_STATE_COMPLETED");
-    expect(answerText(rest, task ? artifactText(task) : "")).toBe("one two");
   });
 });
 
