@@ -22,7 +22,9 @@
  * (`Agent.pure`: hello, math) takes 1: its job carries the message, the agent
  * runs from that, and the claim, the events and the answer are one statement
  * (claimAndSucceed). An agent of that kind that fails or takes longer than
- * PRE_CLAIM_MS goes the usual way, and is run again there.
+ * PRE_CLAIM_MS goes the usual way, and is run again there. Where such a run
+ * starts on the instance its message was posted to (localStart.ts), that one
+ * statement also deletes the job, which graphile-worker never fetches.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import pg from "pg";
@@ -234,5 +236,35 @@ describe("a run of an agent that may run before its claim", () => {
     const { runId } = await postRun(pf.client, pf.conv, scriptOf({ text: ["routed"] }));
     expect((await waitForStatus(pf.db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
     expect(pf.agents.callsFor(runId).map((c) => c.attempt)).toEqual([1]);
+  });
+});
+
+describe("a run that starts where its message was posted", () => {
+  // As the built server wires it (localStart.ts): the POST's instance runs a pure agent's run at once.
+  const lf = useQueueFixture({ queue: { listener: true }, agent: { name: "hello", pure: true }, localStarts: true });
+
+  it("takes one app statement after the POST (claim, events, answer and the job's deletion) and no job fetch or completion by graphile-worker", async () => {
+    const script = scriptOf({ text: ["here"] });
+    const runOne = async () => {
+      const { runId } = await postRun(lf.client, lf.conv, script, "hello");
+      expect((await waitForStatus(lf.db, runId, ["succeeded", "failed", "cancelled"])).status).toBe("succeeded");
+      await waitForNoJob(lf.db, runId);
+      return runId;
+    };
+    await runOne(); // warm-up
+    const ids: string[] = [];
+    await recorded(async () => {
+      for (let i = 0; i < RUNS; i++) ids.push(await runOne());
+    });
+    const app = ofFixture(lf).filter((s) => s.app === APP && !NOTIFY.test(s.text));
+    expect(app.length / RUNS).toBe(1);
+    expect(app.every((s) => s.text.includes("graphile_worker.complete_jobs"))).toBe(true);
+    // graphile-worker is nudged by each job's NOTIFY and looks (finding none due), but never completes one.
+    const worker = ofFixture(lf).filter((s) => s.app === WORKER);
+    expect(worker.filter((s) => /delete from "graphile_worker"\._private_jobs/.test(s.text))).toEqual([]);
+    for (const runId of ids) {
+      expect(lf.agents.callsFor(runId).map((c) => [c.attempt, c.outcome])).toEqual([[0, "done"]]);
+      expect((await assistantMessages(lf.db, runId)).map((a) => a.content)).toEqual(["here"]);
+    }
   });
 });
