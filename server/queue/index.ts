@@ -86,7 +86,7 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
       if (held) slots.release();
     }
   };
-  // From the worker's start until stop() begins.
+  // From the worker's start until stop() begins (or the worker ends by itself).
   let accepting = false;
   const localStarts: LocalStarts = {
     reserve(agent) {
@@ -173,6 +173,10 @@ export async function startAgentQueue(deps: AgentQueueDeps) {
   const sampler = setInterval(() => void sample(), deps.statsIntervalMs ?? 2000);
   sampler.unref();
   accepting = true;
+  // A worker that ended by itself runs no job here: nor does this instance start runs where posted.
+  void queue.ended.then(() => {
+    accepting = false;
+  });
 
   return {
     get running() {
