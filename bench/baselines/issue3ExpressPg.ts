@@ -52,7 +52,8 @@ app.get("/probe", async (_req, res) => {
 
 app.post("/api/conversations/:id/messages", express.json(), async (req, res) => {
   const { content, agent } = req.body as { content: string; agent?: string };
-  const r = await pool.query<{ message: unknown; run: unknown }>(POST_MESSAGE_SQL, [req.params.id, userId, content, agent ?? null, maxQueueDepth]);
+  // $6: the job due now (deferred only for a run that starts where posted, which needs a queue).
+  const r = await pool.query<{ message: unknown; run: unknown }>(POST_MESSAGE_SQL, [req.params.id, userId, content, agent ?? null, maxQueueDepth, 0]);
   const row = r.rows[0];
   if (!row?.message) {
     res.status(404).json({ error: { code: "not_found", message: "no message written" } });
