@@ -90,8 +90,19 @@ export async function startServices(deps: ServiceDeps): Promise<{ queue: AgentQu
   const messages = messageStoreFor(config, pool, localStarts);
   api.use(createDataApi({ config, log, pool, dataDir: path.join(deps.rootDir, ".data"), identity, agentNames: registry.names(), runEvents, messages }));
   deps.dbRoutes.set(api);
-  const { createA2aRouter } = await import("./a2a/router.js");
-  deps.rootRoutes.set(createA2aRouter({ config, log, pool, hub, identity, registry, messages }));
+  // A2A (and the SDK under it, a few MiB of heap) loads on its first request:
+  // the root routes pass on only A2A paths (boot.ts), and most instances serve none.
+  let a2a: Promise<RequestHandler> | undefined;
+  deps.rootRoutes.set((req, res, next) => {
+    a2a ??= import("./a2a/router.js").then(({ createA2aRouter }) => createA2aRouter({ config, log, pool, hub, identity, registry, messages }));
+    a2a.then(
+      (router) => router(req, res, next),
+      (err: unknown) => {
+        a2a = undefined; // tried again by the next request
+        next(err);
+      },
+    );
+  });
 
   if (config.features.websockets) {
     // `ws` loads only here, off the path of the first page (see boot.ts).
