@@ -15,6 +15,25 @@ import { jobsOf, postRun, runEvents, runRow, useQueueFixture } from "./helpers/q
 
 const fx = useQueueFixture();
 
+/**
+ * One recovery sweep as instance `instanceId` would run it, whose worker pool
+ * is `workerId` and whose attempts are executing `inFlight`.
+ */
+async function sweepAs(instanceId: string, workerId: string, inFlight: string[]): Promise<void> {
+  const registry = createInstanceRegistry({
+    pool: fx.db.pool,
+    log: pino({ level: "silent" }),
+    metrics: createMetrics(),
+    instanceId,
+    version: "test",
+    heartbeatMs: 60_000,
+    recoveryAfterMs: 30_000,
+    workerIds: () => [workerId],
+    inFlightRunIds: () => inFlight,
+  });
+  await registry.sweep();
+}
+
 describe("recovery sweep: this instance's stranded runs", () => {
   it("hands back a run marked running here that no attempt here executes; leaves the one in flight", async () => {
     const instanceId = "test-instance-own-sweep";
@@ -30,18 +49,7 @@ describe("recovery sweep: this instance's stranded runs", () => {
       `update graphile_worker._private_jobs set locked_by = 'worker-own', locked_at = now() - interval '10 seconds' where key = any($1::text[])`,
       [[stranded, inFlight]],
     );
-    const registry = createInstanceRegistry({
-      pool: fx.db.pool,
-      log: pino({ level: "silent" }),
-      metrics: createMetrics(),
-      instanceId,
-      version: "test",
-      heartbeatMs: 60_000,
-      recoveryAfterMs: 30_000,
-      workerIds: () => ["worker-own"],
-      inFlightRunIds: () => [inFlight],
-    });
-    await registry.sweep();
+    await sweepAs(instanceId, "worker-own", [inFlight]);
 
     expect(await runRow(fx.db, stranded)).toMatchObject({ status: "queued", instance_id: null, attempt: 1 });
     expect((await runEvents(fx.db, stranded)).at(-1)).toMatchObject({ type: "status", attempt: 1, data: { status: "queued", reason: "interrupted" } });
@@ -65,18 +73,7 @@ describe("recovery sweep: this instance's stranded runs", () => {
       [[unclaimed, inFlight]],
     );
     const eventsBefore = await runEvents(fx.db, unclaimed);
-    const registry = createInstanceRegistry({
-      pool: fx.db.pool,
-      log: pino({ level: "silent" }),
-      metrics: createMetrics(),
-      instanceId,
-      version: "test",
-      heartbeatMs: 60_000,
-      recoveryAfterMs: 30_000,
-      workerIds: () => ["worker-unclaimed"],
-      inFlightRunIds: () => [inFlight],
-    });
-    await registry.sweep();
+    await sweepAs(instanceId, "worker-unclaimed", [inFlight]);
 
     // A fresh, unlocked job; the run itself is as it was.
     const jobs = await jobsOf(fx.db, unclaimed);
