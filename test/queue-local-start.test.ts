@@ -11,10 +11,11 @@
  * attempt has taken, and only a job no worker holds.
  */
 import { describe, it, expect } from "vitest";
-import type { Counter } from "prom-client";
 import {
   assistantMessages,
+  expectMetricSettled,
   jobsOf,
+  metricSample,
   postRun,
   runEvents,
   runRow,
@@ -29,20 +30,21 @@ import { PRE_CLAIM_MS } from "../server/queue/executeRun.js";
 import { claimAndSucceed } from "../server/queue/runStatements.js";
 import { createSlots } from "../server/queue/slots.js";
 
-/** agent_run_local_starts_total by outcome. */
-async function localStartCounts(fx: QueueFixture): Promise<Record<string, number>> {
-  const metric = fx.q.metrics.registry.getSingleMetric("agent_run_local_starts_total") as Counter | undefined;
-  const out: Record<string, number> = {};
-  for (const v of (await metric?.get())?.values ?? []) out[String(v.labels.outcome)] = v.value;
-  return out;
-}
+const LOCAL_STARTS = "agent_run_local_starts_total";
+const OUTCOMES = ["succeeded", "not_run", "queued", "error"] as const;
 
-/** How much a count grew while `fn` ran. */
-async function countsDuring(fx: QueueFixture, fn: () => Promise<void>): Promise<Record<string, number>> {
-  const before = await localStartCounts(fx);
+/**
+ * How much agent_run_local_starts_total grew, by outcome, while `fn` ran:
+ * once the `settled` outcome's count has grown by one (it is counted just
+ * after the run's status is written).
+ */
+async function countsDuring(fx: QueueFixture, settled: (typeof OUTCOMES)[number], fn: () => Promise<void>): Promise<Record<string, number>> {
+  const counts = async () => Promise.all(OUTCOMES.map((outcome) => metricSample(fx.q.metrics, LOCAL_STARTS, { outcome })));
+  const before = await counts();
   await fn();
-  const after = await localStartCounts(fx);
-  return Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => v !== 0));
+  await expectMetricSettled(fx.q.metrics, LOCAL_STARTS, { outcome: settled }, (before[OUTCOMES.indexOf(settled)] ?? 0) + 1);
+  const after = await counts();
+  return Object.fromEntries(OUTCOMES.map((o, i) => [o, (after[i] ?? 0) - (before[i] ?? 0)]).filter(([, d]) => d !== 0));
 }
 
 describe("a run that starts where its message was posted", () => {
@@ -56,7 +58,7 @@ describe("a run that starts where its message was posted", () => {
 
   it("is answered here: once, with the events of a claim and a success, and its job gone with the claim", async () => {
     let runId = "";
-    const delta = await countsDuring(fx, async () => {
+    const delta = await countsDuring(fx, "succeeded", async () => {
       runId = (await postRun(fx.client, fx.conv, scriptOf({ text: ["Hel", "lo"] }), "hello")).runId;
       await waitForStatus(fx.db, runId, ["succeeded"]);
     });
@@ -88,7 +90,7 @@ describe("a run that starts where its message was posted", () => {
     try {
       const { runId } = await postRun(fx.client, fx.conv, scriptOf({ text: ["late"] }), "hello");
       expect(reserved).toHaveLength(1);
-      const created = (await fx.db.pool.query<{ created_at: Date }>("select created_at from runs where id = $1", [runId])).rows[0]?.created_at as Date;
+      const created = (await runRow(fx.db, runId)).created_at;
       const [job] = await jobsOf(fx.db, runId);
       expect(job?.locked_at).toBeNull();
       // Due a deferral after the run was created: no worker takes it meanwhile.
@@ -104,16 +106,15 @@ describe("a run that starts where its message was posted", () => {
 
   it(`hands a run whose agent takes longer than PRE_CLAIM_MS (${PRE_CLAIM_MS} ms) to the queue at once, not after the deferral`, async () => {
     let runId = "";
-    const delta = await countsDuring(fx, async () => {
+    const delta = await countsDuring(fx, "queued", async () => {
       runId = (await postRun(fx.client, fx.conv, scriptOf({ holdMs: PRE_CLAIM_MS * 5, text: ["slow"] }), "hello")).runId;
       await waitForStatus(fx.db, runId, ["succeeded"]);
       await waitForNoJob(fx.db, runId);
     });
     expect(delta).toEqual({ queued: 1 });
     const run = await runRow(fx.db, runId);
-    const created = (await fx.db.pool.query<{ created_at: Date }>("select created_at from runs where id = $1", [runId])).rows[0]?.created_at as Date;
     // A job left deferred could not have started before created_at + LOCAL_START_DEFER_MS.
-    expect(run.started_at!.getTime() - created.getTime()).toBeLessThan(LOCAL_START_DEFER_MS);
+    expect(run.started_at!.getTime() - run.created_at.getTime()).toBeLessThan(LOCAL_START_DEFER_MS);
     expect(run).toMatchObject({ attempt: 1, failures: 0 });
     expect((await assistantMessages(fx.db, runId)).map((m) => m.content)).toEqual(["slow"]);
     // Run here before the claim (attempt 0, abandoned), then by the worker:

@@ -4,7 +4,7 @@
  * recommends more instances when queued runs pass AUTOSCALE_QUEUE_DEPTH.
  */
 import { describe, it, expect } from "vitest";
-import { postRun, scriptOf, useQueueFixture, waitFor, waitForStatus } from "./helpers/queue.js";
+import { expectMetricSettled, metricSample, postRun, scriptOf, useQueueFixture, waitFor, waitForStatus } from "./helpers/queue.js";
 import { createMetrics, type Metrics } from "../server/ops/metrics.js";
 import { createAutoscaler, RECOMMENDED_GAUGE, type Autoscaler } from "../server/ops/autoscale.js";
 import { loadConfig } from "../server/config.js";
@@ -33,16 +33,7 @@ const fx = useQueueFixture({
   },
 });
 
-/** The value of `name` (a sample name such as `x_count` for histograms) with exactly these labels; 0 when absent. */
-async function value(name: string, labels: Record<string, string> = {}): Promise<number> {
-  const base = name.replace(/_(count|sum|bucket)$/, "");
-  const metric = metrics.registry.getSingleMetric(base);
-  if (!metric) throw new Error(`no metric ${name}`);
-  const { values } = await metric.get();
-  const want = JSON.stringify(Object.entries(labels).sort());
-  const hit = values.find((v) => ((v as { metricName?: string }).metricName ?? base) === name && JSON.stringify(Object.entries(v.labels).sort()) === want);
-  return hit?.value ?? 0;
-}
+const value = (name: string, labels: Record<string, string> = {}) => metricSample(metrics, name, labels);
 
 const waitForValue = (name: string, labels: Record<string, string>, ok: (v: number) => boolean) =>
   waitFor(`${name}${JSON.stringify(labels)}`, async () => {
@@ -50,14 +41,7 @@ const waitForValue = (name: string, labels: Record<string, string>, ok: (v: numb
     return ok(v) ? { v } : undefined;
   });
 
-/**
- * A run's counters are updated just after its status is written: waits until
- * the value reaches `expected`, then asserts it is exactly that.
- */
-async function expectSettled(name: string, labels: Record<string, string>, expected: number) {
-  await waitForValue(name, labels, (v) => v >= expected).catch(() => undefined);
-  expect(await value(name, labels)).toBe(expected);
-}
+const expectSettled = (name: string, labels: Record<string, string>, expected: number) => expectMetricSettled(metrics, name, labels, expected);
 
 describe("metrics (point 9)", () => {
   it("queued, running and oldest-queued gauges follow the queue; durations are counted by agent and outcome", async () => {

@@ -8,7 +8,7 @@
  * before/after hook pair under it and the other helpers' fixtures.
  */
 import { randomBytes } from "node:crypto";
-import { beforeAll, afterAll } from "vitest";
+import { beforeAll, afterAll, expect } from "vitest";
 import { loadConfig, type Config, type Env } from "../../server/config.js";
 import { createMetrics, type Metrics } from "../../server/ops/metrics.js";
 import { createPool, type Pool } from "../../server/db/pool.js";
@@ -346,6 +346,26 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   }
 }
 
+/** The value of sample `name` (e.g. `x_count` of a histogram) with exactly these labels in `metrics`' registry; 0 when absent. */
+export async function metricSample(metrics: Metrics, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const base = name.replace(/_(count|sum|bucket)$/, "");
+  const metric = metrics.registry.getSingleMetric(base);
+  if (!metric) throw new Error(`no metric ${name}`);
+  const { values } = await metric.get();
+  const want = JSON.stringify(Object.entries(labels).sort());
+  const hit = values.find((v) => ((v as { metricName?: string }).metricName ?? base) === name && JSON.stringify(Object.entries(v.labels).sort()) === want);
+  return hit?.value ?? 0;
+}
+
+/**
+ * A run's counters are updated just after its status is written: waits until
+ * the sample reaches `expected`, then asserts it is exactly that.
+ */
+export async function expectMetricSettled(metrics: Metrics, name: string, labels: Record<string, string>, expected: number): Promise<void> {
+  await waitFor(`${name}${JSON.stringify(labels)}`, async () => (await metricSample(metrics, name, labels)) >= expected).catch(() => undefined);
+  expect(await metricSample(metrics, name, labels)).toBe(expected);
+}
+
 export interface RunRow {
   id: string;
   status: string;
@@ -359,6 +379,7 @@ export interface RunRow {
   completion_tokens: number | null;
   instance_id: string | null;
   last_seq: number;
+  created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
   cancel_requested_at: Date | null;
