@@ -22,6 +22,7 @@ import {
   rawUpgrade,
   seededRandom,
   spawnInstance,
+  waitUntil,
   textOf,
   type Instance,
 } from "./helpers/ws.js";
@@ -96,6 +97,8 @@ describe("one instance", () => {
       const jobs = await db.pool.query("select 1 from graphile_worker.jobs where key = $1", [runId]);
       expect(jobs.rowCount).toBe(0);
     }
+    // Counted just after the answer is stored: wait for both, then no more.
+    await waitUntil(async () => (await local()) - before >= 2, 5000, "both local starts counted").catch(() => undefined);
     expect((await local()) - before).toBe(2);
   });
 
